@@ -1,0 +1,1 @@
+"""The policy language: text to AST (parser), AST to diagnostics (checker), and the AST itself."""

@@ -1,0 +1,650 @@
+"""Policy text to AST. The only module that imports Lark.
+
+The grammar (grammar/policy.lark, shipped in the wheel as `policyauth/grammar/policy.lark`) is
+built once per process into an LALR parser whose tree callbacks build AST nodes directly, so no
+intermediate parse tree is kept. Lark's exceptions never leave this module: they become
+diagnostics that name what was expected in the words a policy author uses (`}`, `a string`),
+never Lark's terminal names.
+
+Shapes the grammar accepts but the language does not (a lower-case method, `**` in the middle
+of a pattern, a bad escape in a string) are collected as diagnostics while the tree is built,
+so one run reports all of them.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.resources
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NoReturn
+
+import lark
+from lark import Lark, Token, Transformer, v_args
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+from lark.tree import Meta
+
+from policyauth.diagnostics import Diagnostic, PolicyError, Span
+from policyauth.language import ast
+
+METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+_DURATION_UNITS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+_ESCAPES = {'"': '"', "\\": "\\", "n": "\n", "t": "\t"}
+_PARAM_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# Characters a literal pattern segment may not hold: they are either pattern syntax or can never
+# appear in a canonical request path (the canonicalizer rejects them with 400).
+_FORBIDDEN_IN_SEGMENT = set("%;\\?#*{}") | {chr(c) for c in range(0x20)} | {"\x7f"}
+
+# What people call the terminals of the grammar, for "expected ..." messages.
+_TERMINAL_NAMES = {
+    "NAME": "a name",
+    "PARAM": "`param.NAME`",
+    "STRING": "a string",
+    "NUMBER": "a number",
+    "DURATION": "a duration",
+    "PATH": "a path pattern",
+    "REGEX": "a regex `/.../`",
+    "JSONPATH": "a claim path `$...`",
+    "STAR": "`*`",
+    "$END": "the end of the file",
+}
+_HIDDEN_TERMINALS = {"BAD_DURATION"}
+
+
+def _grammar_text() -> str:
+    """The grammar shipped in the package; in a source checkout, the top-level grammar/ file."""
+    resource = importlib.resources.files("policyauth").joinpath("grammar/policy.lark")
+    if resource.is_file():
+        return resource.read_text(encoding="utf-8")
+    checkout = Path(__file__).resolve().parents[2] / "grammar" / "policy.lark"
+    return checkout.read_text(encoding="utf-8")
+
+
+def grammar_location() -> str:
+    """Where the grammar in use was read from (for diagnostics of the installation itself)."""
+    resource = importlib.resources.files("policyauth").joinpath("grammar/policy.lark")
+    if resource.is_file():
+        return str(resource)
+    return str(Path(__file__).resolve().parents[2] / "grammar" / "policy.lark")
+
+
+class _Collector:
+    """Comments seen by the lexer, and shape problems seen while building the AST."""
+
+    def __init__(self, file: str, source: str) -> None:
+        self.file = file
+        self.source = source
+        self.comments: list[ast.Comment] = []
+        self.problems: list[Diagnostic] = []
+
+    def problem(self, span: Span, code: str, message: str, help: str | None = None) -> None:
+        self.problems.append(Diagnostic.at(span, code, message, help=help, source=self.source))
+
+
+@functools.cache
+def _parser() -> Lark:
+    """The LALR parser, built once per process; lexer callbacks are routed per parse call."""
+    return Lark(
+        _grammar_text(),
+        parser="lalr",
+        lexer="contextual",
+        propagate_positions=True,
+        maybe_placeholders=True,
+        lexer_callbacks={"COMMENT": _on_comment},
+    )
+
+
+_current: list[_Collector] = []
+
+
+def _on_comment(token: Token) -> Token:
+    if _current:
+        collector = _current[-1]
+        collector.comments.append(ast.Comment(str(token), _token_span(collector.file, token)))
+    return token
+
+
+def _token_span(file: str, token: Token) -> Span:
+    return Span(
+        file,
+        token.line or 1,
+        token.column or 1,
+        token.end_line or token.line or 1,
+        token.end_column or token.column or 1,
+    )
+
+
+def parse(text: str, file: str = "<policy>") -> ast.Policy:
+    """Parse `text` into a Policy; raises PolicyError with every syntax and shape problem found.
+
+    Parsing stops at the first syntax error (what follows it cannot be read reliably), but shape
+    problems in a text that parses are all reported together.
+    """
+    collector = _Collector(file, text)
+    _current.append(collector)
+    try:
+        tree = _parser().parse(text)
+        policy = _Builder(collector).transform(tree)
+    except UnexpectedInput as exc:
+        raise PolicyError([_syntax_diagnostic(exc, collector)]) from None
+    except lark.exceptions.VisitError as exc:
+        if isinstance(exc.orig_exc, RecursionError):
+            _too_deep(collector)
+        raise
+    except RecursionError:
+        _too_deep(collector)
+    finally:
+        _current.pop()
+    if collector.problems:
+        raise PolicyError(collector.problems)
+    assert isinstance(policy, ast.Policy)
+    return policy
+
+
+def _too_deep(collector: _Collector) -> NoReturn:
+    span = Span(collector.file, 1, 1, 1, 1)
+    raise PolicyError(
+        [
+            Diagnostic.at(
+                span,
+                "PA009",
+                "the policy is nested too deeply to read",
+                help="split long expressions into several rules",
+                source=collector.source,
+            )
+        ]
+    ) from None
+
+
+# --- the AST builder ----------------------------------------------------------------------------
+
+
+def _span(collector: _Collector, meta: Meta) -> Span:
+    if getattr(meta, "empty", True):
+        return Span(collector.file, 1, 1, 1, 1)
+    return Span(collector.file, meta.line, meta.column, meta.end_line, meta.end_column)
+
+
+def _node(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Mark a builder method as taking (self, span, children)."""
+
+    @functools.wraps(method)
+    def wrapper(self: _Builder, meta: Meta, children: list[Any]) -> Any:
+        return method(self, _span(self.c, meta), children)
+
+    return v_args(meta=True, inline=False)(wrapper)
+
+
+class _Builder(Transformer[Token, Any]):
+    """Builds AST nodes bottom-up from the parse tree; records shape problems as it goes."""
+
+    def __init__(self, collector: _Collector) -> None:
+        super().__init__(visit_tokens=False)
+        self.c = collector
+
+    def _tok(self, token: Token) -> Span:
+        return _token_span(self.c.file, token)
+
+    def _name(self, token: Token) -> ast.Name:
+        return ast.Name(str(token), self._tok(token))
+
+    # values
+
+    def _string(self, token: Token) -> ast.StringValue:
+        return ast.StringValue(self._unescape(token), self._tok(token))
+
+    def _unescape(self, token: Token) -> str:
+        raw = str(token)[1:-1]
+        if "\\" not in raw:
+            return raw
+        out: list[str] = []
+        i = 0
+        while i < len(raw):
+            ch = raw[i]
+            if ch != "\\":
+                out.append(ch)
+                i += 1
+                continue
+            nxt = raw[i + 1] if i + 1 < len(raw) else ""
+            if nxt in _ESCAPES:
+                out.append(_ESCAPES[nxt])
+                i += 2
+            elif nxt == "u" and re.fullmatch(r"[0-9A-Fa-f]{4}", raw[i + 2 : i + 6]):
+                out.append(chr(int(raw[i + 2 : i + 6], 16)))
+                i += 6
+            else:
+                column = (token.column or 1) + 1 + i
+                span = Span(self.c.file, token.line or 1, column, token.line or 1, column + 2)
+                self.c.problem(
+                    span,
+                    "PA008",
+                    f"unknown escape `\\{nxt}` in a string",
+                    help='strings know `\\"`, `\\\\`, `\\n`, `\\t` and `\\uXXXX`',
+                )
+                i += 2
+        return "".join(out)
+
+    @_node
+    def string(self, span: Span, children: list[Token]) -> ast.StringValue:
+        return self._string(children[0])
+
+    @_node
+    def number(self, span: Span, children: list[Token]) -> ast.NumberValue:
+        text = str(children[0])
+        value: int | float = float(text) if "." in text else int(text)
+        return ast.NumberValue(value, text, span)
+
+    @_node
+    def duration(self, span: Span, children: list[Token]) -> ast.DurationValue:
+        text = str(children[0])
+        match = re.fullmatch(r"([0-9]+)(ms|s|m|h|d)", text)
+        assert match is not None  # the DURATION terminal guarantees the shape
+        return ast.DurationValue(int(match[1]) * _DURATION_UNITS[match[2]], text, span)
+
+    @_node
+    def bad_duration(self, span: Span, children: list[Token]) -> ast.DurationValue:
+        text = str(children[0])
+        self.c.problem(
+            span,
+            "PA006",
+            f"invalid duration `{text}`",
+            help="a duration is a whole number and one unit of ms, s, m, h or d: `30s`, `5m`",
+        )
+        return ast.DurationValue(0, text, span)
+
+    @_node
+    def true(self, span: Span, children: list[Token]) -> ast.BoolValue:
+        return ast.BoolValue(True, span)
+
+    @_node
+    def false(self, span: Span, children: list[Token]) -> ast.BoolValue:
+        return ast.BoolValue(False, span)
+
+    @_node
+    def env(self, span: Span, children: list[Token | None]) -> ast.EnvValue:
+        name_token, default_token = children
+        assert name_token is not None
+        default = self._string(default_token) if default_token is not None else None
+        return ast.EnvValue(self._string(name_token), default, span)
+
+    @_node
+    def jsonpath(self, span: Span, children: list[Token]) -> ast.JsonPathValue:
+        return ast.JsonPathValue(str(children[0]), span)
+
+    @_node
+    def value_list(self, span: Span, children: list[ast.Value | None]) -> ast.ListValue:
+        return ast.ListValue(tuple(c for c in children if c is not None), span)
+
+    @_node
+    def map(self, span: Span, children: list[tuple[ast.StringValue, ast.Value] | None]) -> Any:
+        return ast.MapValue(tuple(c for c in children if c is not None), span)
+
+    @_node
+    def map_item(self, span: Span, children: list[Any]) -> tuple[ast.StringValue, ast.Value]:
+        return (self._string(children[0]), children[1])
+
+    # declarations
+
+    @_node
+    def setting(self, span: Span, children: list[Any]) -> ast.Setting:
+        return ast.Setting(self._name(children[0]), children[1], span)
+
+    @_node
+    def success_decl(self, span: Span, children: list[Any]) -> ast.SuccessDecl:
+        return ast.SuccessDecl(children[0], span)
+
+    @_node
+    def settings_decl(self, span: Span, children: list[ast.Setting]) -> ast.SettingsDecl:
+        return ast.SettingsDecl(tuple(children), span)
+
+    @_node
+    def provider_decl(self, span: Span, children: list[Any]) -> ast.ProviderDecl:
+        entries: list[ast.ProviderEntry] = []
+        for entry in children[1:]:
+            if isinstance(entry, ast.Setting) and isinstance(entry.value, ast.JsonPathValue):
+                entries.append(ast.ClaimDecl(entry.key, entry.value, entry.span))
+            else:
+                entries.append(entry)
+        return ast.ProviderDecl(self._name(children[0]), tuple(entries), span)
+
+    @_node
+    def tokens_decl(self, span: Span, children: list[Any]) -> ast.TokensDecl:
+        return ast.TokensDecl(self._name(children[0]), tuple(children[1:]), span)
+
+    @_node
+    def any_method(self, span: Span, children: list[Token]) -> tuple[ast.Name, ...]:
+        return ()
+
+    @_node
+    def method_list(self, span: Span, children: list[Token]) -> tuple[ast.Name, ...]:
+        names = tuple(self._name(t) for t in children)
+        for name in names:
+            if name.text in METHODS:
+                continue
+            if name.text.upper() in METHODS:
+                self.c.problem(
+                    name.span,
+                    "PA004",
+                    f"method `{name.text}` must be written in upper case",
+                    help=f"write `{name.text.upper()}`",
+                )
+            else:
+                self.c.problem(
+                    name.span,
+                    "PA004",
+                    f"unknown method `{name.text}`",
+                    help="methods are " + ", ".join(METHODS) + ", or `*` for all of them",
+                )
+        return names
+
+    @_node
+    def route_decl(self, span: Span, children: list[Any]) -> ast.RouteDecl:
+        methods, path_token, body = children
+        return ast.RouteDecl(methods, self._pattern(path_token), body, span)
+
+    def _pattern(self, token: Token) -> ast.PathPattern:
+        text = str(token)
+        span = self._tok(token)
+        segments: list[ast.PatternSegment] = []
+        parts = [] if text == "/" else text[1:].split("/")
+        params: set[str] = set()
+        for index, part in enumerate(parts):
+            segment = self._segment(part, index == len(parts) - 1, span, params)
+            if segment is not None:
+                segments.append(segment)
+        return ast.PathPattern(text, tuple(segments), span)
+
+    def _segment(
+        self, part: str, last: bool, span: Span, params: set[str]
+    ) -> ast.PatternSegment | None:
+        def bad(message: str, help: str) -> None:
+            self.c.problem(span, "PA005", message, help=help)
+
+        if part == "**":
+            if not last:
+                bad("`**` must be the last segment of a pattern", "use `*` for one segment")
+            return ast.PatternSegment(ast.Segment.REST, "")
+        if part == "*":
+            return ast.PatternSegment(ast.Segment.STAR, "")
+        if part.startswith("{") and part.endswith("}") and _PARAM_NAME.fullmatch(part[1:-1]):
+            name = part[1:-1]
+            if name in params:
+                bad(f"parameter `{{{name}}}` appears twice", "give each parameter its own name")
+            params.add(name)
+            return ast.PatternSegment(ast.Segment.PARAM, name)
+        if part == "":
+            bad(
+                "empty segment in the pattern",
+                "remove the extra `/` (one trailing slash on a request is ignored anyway)",
+            )
+            return None
+        if part in (".", ".."):
+            bad(f"`{part}` segment in the pattern", "requests with dot segments are rejected")
+            return None
+        if "*" in part or "{" in part or "}" in part:
+            bad(
+                f"`{part}` mixes text with a wildcard",
+                "`*`, `**` and `{name}` must each be a whole segment",
+            )
+            return None
+        forbidden = sorted(set(part) & _FORBIDDEN_IN_SEGMENT)
+        if forbidden:
+            bad(
+                f"character `{forbidden[0]}` cannot appear in a pattern",
+                "patterns match decoded paths; write the character itself, not an escape",
+            )
+            return None
+        return ast.PatternSegment(ast.Segment.LITERAL, part)
+
+    @_node
+    def public(self, span: Span, children: list[Any]) -> ast.Public:
+        return ast.Public(span)
+
+    @_node
+    def auth(self, span: Span, children: list[Any]) -> ast.Auth:
+        names = tuple(self._name(c) for c in children if isinstance(c, Token))
+        rules = tuple(c for c in children if isinstance(c, ast.Rule))
+        return ast.Auth(names, rules, span)
+
+    @_node
+    def allow_rule(self, span: Span, children: list[Any]) -> ast.Rule:
+        return ast.Rule(ast.RuleKind.ALLOW, children[0], span)
+
+    @_node
+    def deny_rule(self, span: Span, children: list[Any]) -> ast.Rule:
+        return ast.Rule(ast.RuleKind.DENY, children[0], span)
+
+    # expressions
+
+    @_node
+    def or_expr(self, span: Span, children: list[ast.Expr]) -> ast.Expr:
+        return children[0] if len(children) == 1 else ast.Logical(ast.BoolOp.OR, tuple(children), span)
+
+    @_node
+    def and_expr(self, span: Span, children: list[ast.Expr]) -> ast.Expr:
+        if len(children) == 1:
+            return children[0]
+        return ast.Logical(ast.BoolOp.AND, tuple(children), span)
+
+    @_node
+    def not_expr(self, span: Span, children: list[ast.Expr]) -> ast.Not:
+        return ast.Not(children[0], span)
+
+    @_node
+    def truth(self, span: Span, children: list[ast.Operand]) -> ast.Truth:
+        return ast.Truth(_operand(children[0]), span)
+
+    @_node
+    def compare(self, span: Span, children: list[Any]) -> ast.Compare:
+        left, op, right = children
+        return ast.Compare(ast.CompareOp(str(op)), _operand(left), _operand(right), span)
+
+    @_node
+    def not_in(self, span: Span, children: list[Any]) -> ast.Compare:
+        left, right = (_operand(c) for c in children)
+        return ast.Compare(ast.CompareOp.NOT_IN, left, right, span)
+
+    @_node
+    def matches(self, span: Span, children: list[Any]) -> ast.Matches:
+        subject, token = children
+        pattern = str(token)[1:-1].replace("\\/", "/")
+        return ast.Matches(_operand(subject), pattern, span, self._tok(token))
+
+    @_node
+    def literal_list(self, span: Span, children: list[Any]) -> ast.ListLiteral:
+        items = tuple(_operand(c) for c in children if c is not None)
+        return ast.ListLiteral(tuple(i for i in items if isinstance(i, ast.Literal)), span)
+
+    @_node
+    def claim(self, span: Span, children: list[Token]) -> ast.ClaimRef:
+        return ast.ClaimRef(str(children[0]), span)
+
+    @_node
+    def provider_ref(self, span: Span, children: list[Token]) -> ast.BuiltinRef:
+        return ast.BuiltinRef(ast.Builtin.PROVIDER, span)
+
+    @_node
+    def method_ref(self, span: Span, children: list[Token]) -> ast.BuiltinRef:
+        return ast.BuiltinRef(ast.Builtin.METHOD, span)
+
+    @_node
+    def path_ref(self, span: Span, children: list[Token]) -> ast.BuiltinRef:
+        return ast.BuiltinRef(ast.Builtin.PATH, span)
+
+    @_node
+    def param_ref(self, span: Span, children: list[Token]) -> ast.ParamRef:
+        return ast.ParamRef(str(children[0]).removeprefix("param."), span)
+
+    @_node
+    def jsonpath_ref(self, span: Span, children: list[Token]) -> ast.JsonPathRef:
+        return ast.JsonPathRef(str(children[0]), span)
+
+    @_node
+    def start(self, span: Span, children: list[ast.Declaration]) -> ast.Policy:
+        return ast.Policy(self.c.file, tuple(children), tuple(self.c.comments))
+
+    def __default__(self, data: str, children: list[Any], meta: Meta) -> Any:
+        raise AssertionError(f"grammar rule without a builder: {data}")  # pragma: no cover
+
+
+def _operand(node: Any) -> ast.Operand:
+    """Operands as expression nodes: the `string`/`number`/`true`/`false` builders, shared with
+    block values, give value nodes, which become `Literal`s here."""
+    if isinstance(node, ast.StringValue | ast.NumberValue | ast.BoolValue):
+        return ast.Literal(node.value, node.span)
+    return node  # type: ignore[no-any-return]
+
+
+# --- syntax errors ------------------------------------------------------------------------------
+
+
+def _describe_expected(expected: set[str], terminals: dict[str, str]) -> list[str]:
+    names = set()
+    for terminal in expected:
+        if terminal in _HIDDEN_TERMINALS:
+            continue
+        if terminal in _TERMINAL_NAMES:
+            names.add(_TERMINAL_NAMES[terminal])
+        elif terminal in terminals:
+            names.add(f"`{terminals[terminal]}`")
+        else:
+            names.add(f"`{terminal.lower()}`")
+    return sorted(names)
+
+
+def _expected_text(names: list[str]) -> str:
+    if not names:
+        return ""
+    if len(names) == 1:
+        return f"expected {names[0]}"
+    return "expected one of " + ", ".join(names)
+
+
+@functools.cache
+def _literal_terminals() -> dict[str, str]:
+    """Terminal name -> its literal text, for terminals that are fixed strings (`{`, `route`)."""
+    out: dict[str, str] = {}
+    for terminal in _parser().terminals:
+        if terminal.pattern.type == "str":
+            out[terminal.name] = terminal.pattern.value
+    return out
+
+
+def _syntax_diagnostic(exc: UnexpectedInput, collector: _Collector) -> Diagnostic:
+    terminals = _literal_terminals()
+    line = exc.line if exc.line and exc.line > 0 else 1
+    column = exc.column if exc.column and exc.column > 0 else 1
+    if isinstance(exc, UnexpectedToken) and exc.token.type == "$END":
+        line, column = _end_position(collector.source)
+    span = Span(collector.file, line, column, line, column + 1)
+
+    def make(code: str, message: str, help: str | None = None, width: int = 1) -> Diagnostic:
+        wide = Span(collector.file, line, column, line, column + max(width, 1))
+        return Diagnostic.at(wide, code, message, help=help, source=collector.source)
+
+    if isinstance(exc, UnexpectedCharacters):
+        expected = set(exc.allowed or ())
+        char = exc.char
+        if char == '"':
+            return make("PA007", "unterminated string", "close the string with `\"` on the same line")
+        if char == "/" and "REGEX" in expected:
+            return make(
+                "PA007",
+                "unterminated regex literal",
+                "a regex is written `/.../`; write `\\/` for a slash inside it",
+            )
+        if char == "/" and "PATH" not in expected and ("NAME" in expected or "STAR" in expected):
+            return make(
+                "PA002",
+                "expected a method before the path",
+                "write the methods first: `route GET /path { ... }`",
+            )
+        if char == "$":
+            return make(
+                "PA002",
+                "invalid claim path",
+                "claim paths look like `$.email`, `$.roles[*]` or `$['cognito:groups'][*]`",
+            )
+        if char == "=" and expected & {"STRING", "NAME", "NUMBER"}:
+            return make("PA002", "unexpected `=`", "compare with `==`, assign with one `=`")
+        what = _expected_text(_describe_expected(expected, terminals))
+        return make(
+            "PA001",
+            f"unexpected character `{_printable(char)}`" + (f"; {what}" if what else ""),
+        )
+
+    if isinstance(exc, UnexpectedToken):
+        token = exc.token
+        expected = set(exc.expected or ())
+        names = _describe_expected(expected, terminals)
+        what = _expected_text(names)
+        text = str(token)
+        width = len(text) if "\n" not in text else 1
+        if token.type == "$END":
+            help = "a block opened with `{` is not closed" if "RBRACE" in expected else None
+            return Diagnostic.at(
+                span, "PA003", f"unexpected end of file; {what}", help=help, source=collector.source
+            )
+        if token.type == "PATH" and "REGEX" in expected:
+            return make(
+                "PA007",
+                "unterminated regex literal",
+                "a regex is written `/.../`; write `\\/` for a slash inside it",
+                width,
+            )
+        before = collector.source.splitlines()[line - 1][: column - 1] if line > 0 else ""
+        if text in "[]" and re.search(r"\$\S*$", before):
+            return make(
+                "PA002",
+                "invalid claim path",
+                "claim paths look like `$.email`, `$.roles[*]` or `$['cognito:groups'][*]`",
+                width,
+            )
+        if text == "=" and before.rstrip().endswith("="):
+            return make("PA002", "`==` compares; a setting takes one `=`", "write `=`", width)
+        if expected == {"AUTH", "PUBLIC"}:
+            return make(
+                "PA002",
+                f"unexpected `{_printable(text)}`; {what}",
+                "a route body is `public`, or `auth NAME, ...` followed by rules",
+                width,
+            )
+        if text == "=" and any(terminals.get(t) == "==" for t in expected):
+            return make("PA002", "`=` assigns; compare with `==`", "write `==`", width)
+        if text == "==" and "EQUAL" in expected:
+            return make("PA002", "`==` compares; assign a setting with `=`", "write `=`", width)
+        if token.type == "NAME" and expected & {"STRING", "NUMBER", "DURATION"}:
+            return make(
+                "PA002",
+                f"expected a value, found `{text}`",
+                f'strings are written in double quotes: `"{text}"`',
+                width,
+            )
+        if "RBRACE" in expected and token.type in {"ROUTE", "PROVIDER", "TOKENS", "SETTINGS"}:
+            return make(
+                "PA002",
+                f"expected `}}` before `{text}`",
+                "the block above is not closed with `}`",
+                width,
+            )
+        if token.type == "LBRACE" and "IF" in expected:
+            return make("PA002", "`deny` needs a condition", "write `deny if EXPR`", width)
+        if "IF" in expected and token.type != "IF" and expected <= {"IF"}:
+            return make("PA002", f"expected `if`, found `{_printable(text)}`", None, width)
+        return make("PA002", f"unexpected `{_printable(text)}`; {what}", None, width)
+
+    if isinstance(exc, UnexpectedEOF):  # pragma: no cover - LALR reports `$END` tokens instead
+        return Diagnostic.at(span, "PA003", "unexpected end of file", source=collector.source)
+    return Diagnostic.at(span, "PA002", "syntax error", source=collector.source)  # pragma: no cover
+
+
+def _end_position(source: str) -> tuple[int, int]:
+    """The line and column just after the last non-blank character of the text."""
+    lines = source.rstrip().splitlines() or [""]
+    return len(lines), len(lines[-1]) + 1
+
+
+def _printable(text: str) -> str:
+    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text[:40])

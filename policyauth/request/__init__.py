@@ -1,0 +1,32 @@
+"""The request side of policyauth: headers, the canonical request, and credentials.
+
+Pure functions that every integration calls in the same order, so that the path the policy
+is matched against and the credential it authenticates are read one way only:
+:func:`normalize_headers`, then :func:`canonicalize` (a 400 ``malformed_request`` for
+anything ambiguous), then :func:`read_credentials` (a 400 ``invalid_request`` for anything
+but one well-formed credential).
+"""
+
+from policyauth.request.canonical import CanonicalRequest, Rejection, canonicalize, encode_path
+from policyauth.request.credentials import (
+    BasicCredential,
+    BearerCredential,
+    Credential,
+    NoCredentials,
+    read_credentials,
+)
+from policyauth.request.headers import Headers, normalize_headers
+
+__all__ = [
+    "BasicCredential",
+    "BearerCredential",
+    "CanonicalRequest",
+    "Credential",
+    "Headers",
+    "NoCredentials",
+    "Rejection",
+    "canonicalize",
+    "encode_path",
+    "normalize_headers",
+    "read_credentials",
+]

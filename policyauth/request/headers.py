@@ -1,0 +1,47 @@
+"""Request headers in the one shape every policyauth stage reads.
+
+ASGI hands headers over as ``(bytes, bytes)`` pairs, WSGI integrations rebuild them from the
+environ, and frameworks offer mappings. The security checks downstream ("exactly one
+``Authorization`` header", "no underscore alias of a forwarded header") are only sound if
+duplicates and their order survive, so the shared shape is an ordered tuple of
+``(name, value)`` pairs with lower-cased names and nothing merged or dropped.
+"""
+
+from __future__ import annotations
+
+import string
+from collections.abc import Iterable, Mapping
+from typing import TypeAlias
+
+Headers: TypeAlias = tuple[tuple[str, str], ...]
+
+_ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
+
+
+def lower_ascii(text: str) -> str:
+    """Lower-case ASCII letters only.
+
+    HTTP header names and authentication schemes are case-insensitive in ASCII only.
+    ``str.lower`` and ``str.casefold`` apply Unicode rules, under which, for example,
+    U+212A KELVIN SIGN becomes ``k`` and U+017F LONG S folds to ``s``: a name that no server
+    treats as ``authorization`` or ``basic`` must not become one here.
+    """
+    return text.translate(_ASCII_LOWER)
+
+
+def normalize_headers(
+    headers: Mapping[str, str] | Iterable[tuple[str, str]] | Iterable[tuple[bytes, bytes]],
+) -> Headers:
+    """Return ``headers`` as ordered ``(name, value)`` pairs with lower-cased names.
+
+    Values are kept exactly as received, and bytes are decoded as latin-1, as ASGI servers
+    and PEP 3333 do, so that every byte maps to one character and nothing can fail to decode.
+    Duplicates are kept: deciding what a duplicate means is the reader's job, not this one's.
+    """
+    pairs = headers.items() if isinstance(headers, Mapping) else headers
+    return tuple((lower_ascii(_text(name)), _text(value)) for name, value in pairs)
+
+
+def _text(value: str | bytes) -> str:
+    """Decode header bytes the way ASGI and WSGI servers do; leave text alone."""
+    return value.decode("latin-1") if isinstance(value, bytes) else value
