@@ -22,8 +22,27 @@ from policyauth.request.headers import Headers, lower_ascii
 
 # RFC 6750 section 2.1 b64token; the classes are spelled out so no Unicode digit matches.
 _B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
-# What a scheme name looks like; anything else is not echoed, as it may be a bare token.
-_SCHEME_SHAPE = re.compile(r"[A-Za-z][A-Za-z0-9-]{0,19}")
+# Schemes a rejection may name: the IANA HTTP Authentication Scheme Registry and a few
+# common unregistered ones. Any other first word is not echoed: it may be a bare token.
+_KNOWN_SCHEMES = frozenset(
+    {
+        "aws4-hmac-sha256",
+        "concealed",
+        "digest",
+        "dpop",
+        "gnap",
+        "hoba",
+        "mutual",
+        "negotiate",
+        "ntlm",
+        "oauth",
+        "privatetoken",
+        "scram-sha-1",
+        "scram-sha-256",
+        "token",
+        "vapid",
+    }
+)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
@@ -100,7 +119,7 @@ def _parse_authorization(header: str, max_token: int) -> Credential | Rejection:
     credentials = rest.lstrip(" ")
     kind = lower_ascii(scheme)
     if kind not in ("bearer", "basic"):
-        return _invalid(_describe_scheme(scheme, separator))
+        return _invalid(_describe_scheme(scheme, kind, separator))
     if not credentials:
         return _invalid(f"empty credentials after the `{kind}` scheme")
     if "," in credentials:
@@ -114,12 +133,18 @@ def _parse_authorization(header: str, max_token: int) -> Credential | Rejection:
     return _read_basic(credentials)
 
 
-def _describe_scheme(scheme: str, separator: str) -> str:
-    """Name an unsupported scheme, unless the word might be a bare token rather than a scheme."""
+def _describe_scheme(scheme: str, kind: str, separator: str) -> str:
+    """Describe an unusable scheme, naming it only if it is a known scheme and not a secret.
+
+    Clients do send a bare token, or a token followed by more words, so the first word of an
+    unknown header is treated as possibly secret and never shown.
+    """
     if not scheme:
         return "empty authorization header"
-    if separator and _SCHEME_SHAPE.fullmatch(scheme):
+    if kind in _KNOWN_SCHEMES:
         return f"unsupported authorization scheme {quote_input(scheme)}"
+    if separator:
+        return "unsupported authorization scheme"
     return "malformed authorization header (expected `scheme credentials`)"
 
 
