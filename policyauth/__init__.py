@@ -1,1 +1,40 @@
-"""policyauth."""
+"""policyauth: authenticate REST requests with the identity callers already have, by policy.
+
+The public API. Everything a user or a test relies on is importable from here; the modules
+behind it may move.
+"""
+
+from policyauth.compiler import Policy
+from policyauth.decision import Decision, Outcome, Principal, Reason, RuleTrace
+from policyauth.diagnostics import Diagnostic, PolicyError, Severity, Span
+from policyauth.engine import Engine
+from policyauth.identity import (
+    Identity,
+    IdentitySource,
+    Invalid,
+    StaticIdentitySource,
+    Unavailable,
+)
+from policyauth.loader import analyze, load, loads
+
+__all__ = [
+    "Decision",
+    "Diagnostic",
+    "Engine",
+    "Identity",
+    "IdentitySource",
+    "Invalid",
+    "Outcome",
+    "Policy",
+    "PolicyError",
+    "Principal",
+    "Reason",
+    "RuleTrace",
+    "Severity",
+    "Span",
+    "StaticIdentitySource",
+    "Unavailable",
+    "analyze",
+    "load",
+    "loads",
+]

@@ -420,7 +420,9 @@ class _Builder(Transformer[Token, Any]):
 
     @_node
     def or_expr(self, span: Span, children: list[ast.Expr]) -> ast.Expr:
-        return children[0] if len(children) == 1 else ast.Logical(ast.BoolOp.OR, tuple(children), span)
+        return (
+            children[0] if len(children) == 1 else ast.Logical(ast.BoolOp.OR, tuple(children), span)
+        )
 
     @_node
     def and_expr(self, span: Span, children: list[ast.Expr]) -> ast.Expr:
@@ -548,7 +550,9 @@ def _syntax_diagnostic(exc: UnexpectedInput, collector: _Collector) -> Diagnosti
         expected = set(exc.allowed or ())
         char = exc.char
         if char == '"':
-            return make("PA007", "unterminated string", "close the string with `\"` on the same line")
+            return make(
+                "PA007", "unterminated string", 'close the string with `"` on the same line'
+            )
         if char == "/" and "REGEX" in expected:
             return make(
                 "PA007",

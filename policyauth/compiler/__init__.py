@@ -1,0 +1,12 @@
+"""Checked policy to Plan: route index, rule closures, compiled claim paths and regexes."""
+
+from policyauth.compiler.plan import (
+    Facts,
+    Policy,
+    ProviderPlan,
+    RoutePlan,
+    RulePlan,
+    compile_policy,
+)
+
+__all__ = ["Facts", "Policy", "ProviderPlan", "RoutePlan", "RulePlan", "compile_policy"]

@@ -1,0 +1,169 @@
+"""Rule expressions to Python closures, built once at load time.
+
+Each expression becomes a function of a facts object (claims, provider, method, path, params)
+that returns True or False, or raises RuleError when the rule cannot be decided: a claim is
+missing, or a value has a type the operator does not take. The evaluator turns RuleError into
+"this allow does not allow" or "this deny denies", so every failure closes.
+
+Values are compared with JSON's types and no conversions: `1 == "1"` is false, `true == 1` is
+false, `in` tests list membership and never searches inside a string.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from policyauth.language import ast
+from policyauth.language.claimpath import MISSING
+from policyauth.language.regex import compile_regex
+
+Getter = Callable[[Any], Any]
+Test = Callable[[Any], bool]
+
+
+class RuleError(Exception):
+    """A rule could not be decided; the message says why, in policy terms, without values."""
+
+
+class Refs(Protocol):
+    """How an expression reads what is not a literal: claims and request facts for rules, the
+    userinfo document for a provider's `success`."""
+
+    def __call__(self, operand: ast.Operand) -> Getter: ...
+
+
+def compile_expr(expr: ast.Expr, refs: Refs) -> Test:
+    """A closure that decides `expr` for one set of facts."""
+    if isinstance(expr, ast.Logical):
+        parts = tuple(compile_expr(e, refs) for e in expr.operands)
+        if expr.op is ast.BoolOp.AND:
+            return lambda facts: all(part(facts) for part in parts)
+        return lambda facts: any(part(facts) for part in parts)
+    if isinstance(expr, ast.Not):
+        inner = compile_expr(expr.operand, refs)
+        return lambda facts: not inner(facts)
+    if isinstance(expr, ast.Truth):
+        return _truth(operand_getter(expr.operand, refs), describe(expr.operand))
+    if isinstance(expr, ast.Matches):
+        return _matches(operand_getter(expr.subject, refs), expr.pattern, describe(expr.subject))
+    return _compare(expr, refs)
+
+
+def operand_getter(operand: ast.Operand, refs: Refs) -> Getter:
+    if isinstance(operand, ast.Literal):
+        value = operand.value
+        return lambda facts: value
+    if isinstance(operand, ast.ListLiteral):
+        values = [item.value for item in operand.items]
+        return lambda facts: values
+    return refs(operand)
+
+
+def describe(operand: ast.Operand) -> str:
+    """How an operand is named in RuleError messages."""
+    if isinstance(operand, ast.ClaimRef):
+        return f"claim `{operand.name}`"
+    if isinstance(operand, ast.ParamRef):
+        return f"`param.{operand.name}`"
+    if isinstance(operand, ast.BuiltinRef):
+        return f"`{operand.builtin.value}`"
+    if isinstance(operand, ast.JsonPathRef):
+        return f"`{operand.text}`"
+    return "a literal"
+
+
+def json_type(value: Any) -> str:
+    if value is MISSING:
+        return "missing"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list | tuple):
+        return "list"
+    if isinstance(value, dict):
+        return "object"
+    return "null"
+
+
+def strict_equal(left: Any, right: Any) -> bool:
+    """Equality without JSON type conversions (Python says `True == 1`; JSON does not)."""
+    kind = json_type(left)
+    return kind == json_type(right) and kind in ("string", "number", "boolean") and left == right
+
+
+def _scalar(value: Any, name: str) -> Any:
+    kind = json_type(value)
+    if kind not in ("string", "number", "boolean"):
+        raise RuleError(
+            f"{name} is a {kind}, not a single value" if kind != "missing" else f"{name} is missing"
+        )
+    return value
+
+
+def _string(value: Any, name: str) -> str:
+    if not isinstance(value, str):
+        kind = json_type(value)
+        raise RuleError(
+            f"{name} is missing" if kind == "missing" else f"{name} is a {kind}, not a string"
+        )
+    return value
+
+
+def _truth(get: Getter, name: str) -> Test:
+    def test(facts: Any) -> bool:
+        value = get(facts)
+        if isinstance(value, bool):
+            return value
+        raise RuleError(
+            f"{name} is missing"
+            if value is MISSING
+            else f"{name} is a {json_type(value)}, not true or false"
+        )
+
+    return test
+
+
+def _matches(get: Getter, pattern: str, name: str) -> Test:
+    full_match = compile_regex(pattern)
+    return lambda facts: full_match(_string(get(facts), name))
+
+
+def _compare(expr: ast.Compare, refs: Refs) -> Test:
+    left = operand_getter(expr.left, refs)
+    right = operand_getter(expr.right, refs)
+    left_name, right_name = describe(expr.left), describe(expr.right)
+    op = expr.op
+    if op in (ast.CompareOp.EQ, ast.CompareOp.NE):
+        negate = op is ast.CompareOp.NE
+
+        def equal(facts: Any) -> bool:
+            a = _scalar(left(facts), left_name)
+            b = _scalar(right(facts), right_name)
+            return strict_equal(a, b) != negate
+
+        return equal
+    if op in (ast.CompareOp.IN, ast.CompareOp.NOT_IN):
+        negate = op is ast.CompareOp.NOT_IN
+
+        def member(facts: Any) -> bool:
+            item = _scalar(left(facts), left_name)
+            container = right(facts)
+            if not isinstance(container, list | tuple):
+                kind = json_type(container)
+                raise RuleError(
+                    f"{right_name} is missing"
+                    if kind == "missing"
+                    else f"{right_name} is a {kind}, not a list"
+                )
+            return any(strict_equal(item, candidate) for candidate in container) != negate
+
+        return member
+    if op is ast.CompareOp.STARTSWITH:
+        return lambda facts: _string(left(facts), left_name).startswith(
+            _string(right(facts), right_name)
+        )
+    return lambda facts: _string(left(facts), left_name).endswith(_string(right(facts), right_name))

@@ -1,0 +1,203 @@
+"""The compiled policy: what the evaluator reads on every request, built once at load time.
+
+Nothing in a Plan is parsed or looked up by name per request: routes sit in the route index,
+rules are closures, claim paths and regexes are compiled, and each route knows which of its
+authenticators are remote providers and which are API token stores.
+"""
+
+from __future__ import annotations
+
+import types
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import attrs
+
+from policyauth.compiler.expressions import RuleError, Test, compile_expr
+from policyauth.diagnostics import Diagnostic, Span
+from policyauth.language import ast
+from policyauth.language.claimpath import MISSING, compile_claim_path
+from policyauth.language.model import CheckedPolicy, ProviderSpec, Settings, TokensSpec
+from policyauth.language.routing import Methods, RouteIndex
+
+
+class Facts:
+    """What a rule can read about one request: the caller's claims and the request itself."""
+
+    __slots__ = ("claims", "method", "params", "path", "provider")
+
+    def __init__(
+        self,
+        claims: Mapping[str, Any],
+        provider: str,
+        method: str,
+        path: str,
+        params: Mapping[str, str],
+    ) -> None:
+        self.claims = claims
+        self.provider = provider
+        self.method = method
+        self.path = path
+        self.params = params
+
+
+@attrs.frozen
+class RulePlan:
+    kind: ast.RuleKind
+    text: str  # the rule as written, for `explain` and test failure messages
+    span: Span = attrs.field(eq=False)
+    test: Test | None = attrs.field(eq=False, repr=False)  # None: a bare `allow`
+
+
+@attrs.frozen
+class RoutePlan:
+    index: int
+    text: str  # `GET, HEAD /a/{id}`
+    span: Span = attrs.field(eq=False)
+    methods: Methods
+    public: bool
+    providers: tuple[str, ...]  # remote providers, in `auth` order
+    tokens: tuple[str, ...]  # API token stores, in `auth` order
+    rules: tuple[RulePlan, ...]
+    params: tuple[tuple[int, str], ...]  # (segment position, name) for each `{name}`
+
+    @property
+    def authenticators(self) -> tuple[str, ...]:
+        return self.providers + self.tokens
+
+    def capture(self, segments: Sequence[str]) -> dict[str, str]:
+        return {name: segments[position] for position, name in self.params}
+
+
+@attrs.frozen
+class ProviderPlan:
+    """A provider merged with its preset, with its `success` condition compiled."""
+
+    spec: ProviderSpec
+    success: Test | None = attrs.field(eq=False, repr=False)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def claims_from(self, document: object) -> dict[str, Any]:
+        """The declared claims found in a userinfo document; missing ones are left out."""
+        claims = {}
+        for name, path in self.spec.claims:
+            value = path.select(document)
+            if value is not MISSING:
+                claims[name] = value
+        return claims
+
+    def accepts(self, document: object) -> bool:
+        """Whether the response meets `success`; one that cannot be decided does not."""
+        if self.success is None:
+            return True
+        try:
+            return self.success(document)
+        except RuleError:
+            return False
+
+
+@attrs.frozen
+class Policy:
+    """A loaded policy. Immutable; share one between threads and requests."""
+
+    file: str
+    settings: Settings
+    providers: Mapping[str, ProviderPlan]
+    tokens: Mapping[str, TokensSpec]
+    routes: tuple[RoutePlan, ...]
+    warnings: tuple[Diagnostic, ...] = attrs.field(eq=False)
+    _index: RouteIndex = attrs.field(eq=False, repr=False, alias="index")
+
+    def route_for(self, method: str, segments: Sequence[str]) -> RoutePlan | None:
+        """The first route, in file order, that matches a canonical method and path."""
+        found = self._index.lookup(segments, method)
+        return None if found is None else self.routes[found]
+
+
+def compile_policy(model: CheckedPolicy, warnings: Sequence[Diagnostic] = ()) -> Policy:
+    """Turn a checked policy into a Policy; the model must be free of errors."""
+    providers = {name: _provider(spec) for name, spec in model.providers.items()}
+    routes = tuple(_route(index, route, model) for index, route in enumerate(model.routes))
+    return Policy(
+        file=model.file,
+        settings=model.settings,
+        providers=types.MappingProxyType(providers),
+        tokens=types.MappingProxyType(dict(model.tokens)),
+        routes=routes,
+        warnings=tuple(w for w in warnings if not w.is_error),
+        index=model.index,
+    )
+
+
+def _provider(spec: ProviderSpec) -> ProviderPlan:
+    success = None
+    if spec.success is not None:
+        success = compile_expr(spec.success, _document_refs)
+    return ProviderPlan(spec, success)
+
+
+def _document_refs(operand: ast.Operand) -> Any:
+    """In `success`, operands are claim paths into the userinfo response itself."""
+    assert isinstance(operand, ast.JsonPathRef)
+    path = compile_claim_path(operand.text)
+    return lambda document: path.select(document)
+
+
+def _rule_refs(operand: ast.Operand) -> Any:
+    if isinstance(operand, ast.ClaimRef):
+        name = operand.name
+        return lambda facts: facts.claims.get(name, MISSING)
+    if isinstance(operand, ast.ParamRef):
+        param = operand.name
+        return lambda facts: facts.params.get(param, MISSING)
+    assert isinstance(operand, ast.BuiltinRef)
+    attribute = operand.builtin.value
+    return lambda facts: getattr(facts, attribute)
+
+
+def _route(index: int, route: ast.RouteDecl, model: CheckedPolicy) -> RoutePlan:
+    methods = model.index.methods(index)
+    text = (", ".join(m.text for m in route.methods) or "*") + " " + route.pattern.text
+    params = tuple(
+        (position, segment.text)
+        for position, segment in enumerate(route.pattern.segments)
+        if segment.kind is ast.Segment.PARAM
+    )
+    if isinstance(route.body, ast.Public):
+        return RoutePlan(index, text, route.span, methods, True, (), (), (), params)
+    names = [n.text for n in route.body.authenticators]
+    rules = tuple(
+        RulePlan(
+            rule.kind,
+            _rule_text(rule, model),
+            rule.span,
+            compile_expr(rule.condition, _rule_refs) if rule.condition is not None else None,
+        )
+        for rule in route.body.rules
+    )
+    return RoutePlan(
+        index=index,
+        text=text,
+        span=route.span,
+        methods=methods,
+        public=False,
+        providers=tuple(dict.fromkeys(n for n in names if n in model.providers)),
+        tokens=tuple(dict.fromkeys(n for n in names if n in model.tokens)),
+        rules=rules,
+        params=params,
+    )
+
+
+def _rule_text(rule: ast.Rule, model: CheckedPolicy) -> str:
+    """The rule's own source text, on one line, for traces and test failure messages."""
+    span = rule.span
+    lines = model.source.splitlines()[span.line - 1 : span.end_line]
+    if not lines:
+        return rule.kind.value
+    lines[-1] = lines[-1][: span.end_column - 1]
+    lines[0] = lines[0][span.column - 1 :]
+    code = (line.split("#", 1)[0] if '"' not in line else line for line in lines)
+    return " ".join(" ".join(code).split())

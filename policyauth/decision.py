@@ -1,0 +1,74 @@
+"""What the engine answers for one request: a Decision, with the reason and the rule behind it.
+
+A deny is a value, not an exception: every path through the engine ends in a Decision that an
+integration can turn into a response without knowing why it was made, and that a person can
+read (`reason`, `message`, the route and rule locations, the trace of rules evaluated).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+from policyauth.diagnostics import Span
+
+
+class Reason(enum.StrEnum):
+    """The reason codes of section 5 of the language page; stable, safe to show callers."""
+
+    ALLOWED = "allowed"
+    MALFORMED_REQUEST = "malformed_request"
+    NO_ROUTE = "no_route"
+    INVALID_REQUEST = "invalid_request"
+    NO_CREDENTIALS = "no_credentials"
+    INVALID_TOKEN = "invalid_token"
+    PROVIDER_UNAVAILABLE = "provider_unavailable"
+    DENIED = "denied"
+    NOT_ALLOWED = "not_allowed"
+
+
+class Outcome(enum.StrEnum):
+    TRUE = "true"
+    FALSE = "false"
+    ERROR = "error"
+
+
+@attrs.frozen
+class Principal:
+    """Who the caller is: the authenticator that vouched for them and the claims it gave."""
+
+    provider: str
+    username: str
+    groups: tuple[str, ...]
+    claims: Mapping[str, Any] = attrs.field(repr=False)
+
+
+@attrs.frozen
+class RuleTrace:
+    """One rule as the evaluator saw it: its text, where it is, and what it came to."""
+
+    kind: str  # "allow" or "deny"
+    text: str
+    span: Span
+    outcome: Outcome
+    detail: str = ""  # why it errored
+
+
+@attrs.frozen
+class Decision:
+    status: int
+    reason: Reason
+    message: str
+    route: Span | None = None
+    rule: Span | None = None
+    principal: Principal | None = None
+    headers: tuple[tuple[str, str], ...] = ()
+    trace: tuple[RuleTrace, ...] = ()
+    route_text: str | None = None  # `GET /a/{id}`, for logs and `explain`
+
+    @property
+    def allowed(self) -> bool:
+        return self.status == 200

@@ -1,0 +1,137 @@
+"""Lint rules: policies that load but probably do not mean what their author thinks.
+
+Each rule is one function with a code (PA2xx correctness and security, PA3xx style) whose
+docstring is its documentation. A warning can be silenced on its own line with a comment
+`# policyauth: ignore[PA202]` (several codes separated by commas); errors cannot be.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+
+from policyauth.diagnostics import Diagnostic, Severity, Span
+from policyauth.language import ast
+from policyauth.language.model import CheckedPolicy
+from policyauth.language.presets import PRESETS, Audience
+
+_IGNORE = re.compile(r"policyauth:\s*ignore\[([A-Z0-9, ]+)\]")
+
+Finding = tuple[Span, str, str, str | None]  # span, code, message, help
+Rule = Callable[[ast.Policy, CheckedPolicy | None], Iterator[Finding]]
+
+
+def audience_unchecked(policy: ast.Policy, model: CheckedPolicy | None) -> Iterator[Finding]:
+    """PA202: a provider accepts tokens issued to any client.
+
+    A userinfo call only proves that the provider issued the token to *some* client (OIDC Core
+    5.3.2): a token a user gave to any other app passes it too. Where the preset can bind the
+    token to your client (Google's tokeninfo), set `client_id`; where it cannot, know that the
+    route trusts every app of that provider, and silence the warning on the provider's line.
+    Providers without a preset are not judged: policyauth cannot know what they offer.
+    """
+    if model is None:
+        return
+    for spec in model.providers.values():
+        preset = PRESETS.get(spec.preset) if spec.preset else None
+        if preset is None or spec.audience is not Audience.NONE:
+            continue
+        if preset.audience is not Audience.NONE:
+            yield (
+                spec.span,
+                "PA202",
+                f"provider `{spec.name}` accepts tokens issued to any {preset.name} client",
+                'set `client_id = env("...")` so tokens are checked against your client',
+            )
+        else:
+            yield (
+                spec.span,
+                "PA202",
+                f"provider `{spec.name}` cannot check that tokens were issued to your client",
+                "userinfo accepts tokens issued to any client of this provider; if that is "
+                "intended, add `# policyauth: ignore[PA202]` on this line",
+            )
+
+
+def unanchored_suffix(policy: ast.Policy, model: CheckedPolicy | None) -> Iterator[Finding]:
+    """PA203: `endswith` a domain without a boundary.
+
+    `username endswith "example.com"` also holds for `eve@evilexample.com`; write the boundary
+    into the suffix: `endswith "@example.com"` or `endswith ".example.com"` (security case U24).
+    """
+    for expr in _expressions(policy):
+        if (
+            isinstance(expr, ast.Compare)
+            and expr.op is ast.CompareOp.ENDSWITH
+            and isinstance(expr.right, ast.Literal)
+            and isinstance(expr.right.value, str)
+            and re.fullmatch(r"[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+", expr.right.value)
+        ):
+            suffix = expr.right.value
+            yield (
+                expr.right.span,
+                "PA203",
+                f'`endswith "{suffix}"` also matches `evil{suffix}`',
+                f'anchor it at a boundary: `endswith "@{suffix}"` or `endswith ".{suffix}"`',
+            )
+
+
+def redundant_anchors(policy: ast.Policy, model: CheckedPolicy | None) -> Iterator[Finding]:
+    """PA301: `^` or `$` around a regex.
+
+    `matches` always tests the whole value, so `/^admin$/` and `/admin/` mean the same; the
+    anchors suggest a substring search that never happens.
+    """
+    for expr in _expressions(policy):
+        if isinstance(expr, ast.Matches) and (
+            expr.pattern.startswith("^")
+            or (expr.pattern.endswith("$") and not expr.pattern.endswith("\\$"))
+        ):
+            yield (
+                expr.pattern_span,
+                "PA301",
+                "`matches` already tests the whole value; `^` and `$` are not needed",
+                "remove the anchors",
+            )
+
+
+RULES: tuple[Rule, ...] = (audience_unchecked, unanchored_suffix, redundant_anchors)
+
+
+def lint(policy: ast.Policy, model: CheckedPolicy | None, *, source: str) -> list[Diagnostic]:
+    """Warnings from every lint rule, less those silenced by an ignore comment on their line."""
+    ignored: dict[int, set[str]] = {}
+    for comment in policy.comments:
+        match = _IGNORE.search(comment.text)
+        if match:
+            codes = {c.strip() for c in match[1].split(",")}
+            ignored.setdefault(comment.span.line, set()).update(codes)
+    found = []
+    for rule in RULES:
+        for span, code, message, help in rule(policy, model):
+            if code in ignored.get(span.line, ()):
+                continue
+            found.append(
+                Diagnostic.at(
+                    span, code, message, help=help, severity=Severity.WARNING, source=source
+                )
+            )
+    return found
+
+
+def _expressions(policy: ast.Policy) -> Iterator[ast.Expr]:
+    """Every expression node in the routes' rules, outermost first."""
+    for decl in policy.declarations:
+        if isinstance(decl, ast.RouteDecl) and isinstance(decl.body, ast.Auth):
+            for rule in decl.body.rules:
+                if rule.condition is not None:
+                    yield from _walk(rule.condition)
+
+
+def _walk(expr: ast.Expr) -> Iterator[ast.Expr]:
+    yield expr
+    if isinstance(expr, ast.Logical):
+        for operand in expr.operands:
+            yield from _walk(operand)
+    elif isinstance(expr, ast.Not):
+        yield from _walk(expr.operand)

@@ -1,0 +1,206 @@
+"""What `preset = "NAME"` means: the facts about each identity provider, as data.
+
+A preset fills in what every user of that provider would otherwise have to look up: where its
+userinfo endpoint is, which parameters the URL needs, the headers it insists on, what a
+successful response looks like, where the username and groups are, and which token prefixes it
+issues (so that a route with several providers can send each token to the right one).
+Sources for every fact are in shared/reference/providers.md; a provider block can override any
+of them.
+"""
+
+from __future__ import annotations
+
+import enum
+
+import attrs
+
+
+class TokenTransport(enum.Enum):
+    """How the access token reaches the userinfo endpoint."""
+
+    HEADER = "header"  # Authorization: Bearer <token> (RFC 6750 2.1), the default
+    FORM = "form"  # POST body token=<token> (Slack accepts the header too; kept for completeness)
+    QUERY = "query"  # ?access_token=<token>: Facebook's Graph API documents only this
+
+
+class Audience(enum.Enum):
+    """How a provider lets us check that a token was issued to our client (security rule 7)."""
+
+    NONE = "none"  # userinfo only: any client's token passes; the linter warns (PA202)
+    GOOGLE_TOKENINFO = "google-tokeninfo"  # tokeninfo `aud`/`azp` against `client_id`
+
+
+@attrs.frozen
+class Preset:
+    """One provider's facts. `userinfo` holds URL templates, tried in order: the first whose
+    `{parameters}` are all given is used (GitHub.com versus GitHub Enterprise, say)."""
+
+    name: str
+    userinfo: tuple[str, ...]
+    required: tuple[str, ...] = ()
+    optional: tuple[str, ...] = ()
+    method: str = "GET"
+    transport: TokenTransport = TokenTransport.HEADER
+    headers: tuple[tuple[str, str], ...] = ()
+    success: tuple[str, bool] | None = None  # (JSONPath, value it must equal)
+    claims: tuple[tuple[str, str], ...] = ()
+    token_prefix: tuple[str, ...] = ()
+    audience: Audience = Audience.NONE
+    discovery: bool = False  # `oidc`: the userinfo URL comes from the issuer's discovery document
+
+    @property
+    def parameters(self) -> tuple[str, ...]:
+        return self.required + self.optional
+
+
+_JSON = (("Accept", "application/json"),)
+
+PRESETS: dict[str, Preset] = {
+    preset.name: preset
+    for preset in (
+        Preset(
+            name="google",
+            userinfo=("https://openidconnect.googleapis.com/v1/userinfo",),
+            optional=("client_id",),
+            claims=(
+                ("username", "$.email"),
+                ("email", "$.email"),
+                ("email_verified", "$.email_verified"),
+                ("sub", "$.sub"),
+                ("hd", "$.hd"),
+            ),
+            token_prefix=("ya29.",),
+            audience=Audience.GOOGLE_TOKENINFO,
+        ),
+        Preset(
+            name="azure-ad",
+            userinfo=("https://graph.microsoft.com/v1.0/me",),
+            headers=_JSON,
+            claims=(
+                ("username", "$.userPrincipalName"),
+                ("id", "$.id"),
+                ("email", "$.mail"),
+                ("name", "$.displayName"),
+            ),
+        ),
+        Preset(
+            name="keycloak",
+            userinfo=("{base_url}/realms/{realm}/protocol/openid-connect/userinfo",),
+            required=("base_url", "realm"),
+            claims=(
+                ("username", "$.preferred_username"),
+                ("groups", "$.realm_access.roles[*]"),
+                ("email", "$.email"),
+                ("email_verified", "$.email_verified"),
+                ("sub", "$.sub"),
+            ),
+        ),
+        Preset(
+            name="okta",
+            userinfo=(
+                "https://{domain}/oauth2/{authorization_server}/v1/userinfo",
+                "https://{domain}/oauth2/v1/userinfo",
+            ),
+            required=("domain",),
+            optional=("authorization_server",),
+            claims=(
+                ("username", "$.preferred_username"),
+                ("groups", "$.groups[*]"),
+                ("email", "$.email"),
+                ("email_verified", "$.email_verified"),
+                ("sub", "$.sub"),
+            ),
+        ),
+        Preset(
+            name="cognito",
+            userinfo=("https://{domain}/oauth2/userInfo",),
+            required=("domain",),
+            claims=(
+                ("username", "$.username"),
+                ("email", "$.email"),
+                ("email_verified", "$.email_verified"),
+                ("sub", "$.sub"),
+            ),
+        ),
+        Preset(
+            name="github",
+            userinfo=("{base_url}/api/v3/user", "https://api.github.com/user"),
+            optional=("base_url",),
+            headers=(
+                ("Accept", "application/vnd.github+json"),
+                ("User-Agent", "policyauth"),
+                ("X-GitHub-Api-Version", "2022-11-28"),
+            ),
+            claims=(("username", "$.login"), ("id", "$.id"), ("email", "$.email")),
+            token_prefix=("gho_", "ghu_", "ghp_", "github_pat_"),
+        ),
+        Preset(
+            name="slack",
+            userinfo=("https://slack.com/api/openid.connect.userInfo",),
+            method="POST",
+            success=("$.ok", True),
+            claims=(
+                ("username", "$.email"),
+                ("email", "$.email"),
+                ("email_verified", "$.email_verified"),
+                ("user_id", "$['https://slack.com/user_id']"),
+                ("team_id", "$['https://slack.com/team_id']"),
+            ),
+            token_prefix=("xoxp-",),
+        ),
+        Preset(
+            name="gitlab",
+            userinfo=("{base_url}/oauth/userinfo", "https://gitlab.com/oauth/userinfo"),
+            optional=("base_url",),
+            claims=(
+                ("username", "$.nickname"),
+                ("groups", "$.groups[*]"),
+                ("email", "$.email"),
+                ("email_verified", "$.email_verified"),
+                ("sub", "$.sub"),
+            ),
+        ),
+        Preset(
+            name="facebook",
+            userinfo=("https://graph.facebook.com/v19.0/me?fields=id,name,email",),
+            transport=TokenTransport.QUERY,
+            claims=(("username", "$.id"), ("email", "$.email"), ("name", "$.name")),
+        ),
+        Preset(
+            name="auth0",
+            userinfo=("https://{domain}/userinfo",),
+            required=("domain",),
+            claims=(
+                ("username", "$.email"),
+                ("email", "$.email"),
+                ("email_verified", "$.email_verified"),
+                ("nickname", "$.nickname"),
+                ("sub", "$.sub"),
+            ),
+        ),
+        Preset(
+            name="oidc",
+            userinfo=(),
+            required=("issuer",),
+            claims=(
+                ("username", "$.sub"),
+                ("email", "$.email"),
+                ("email_verified", "$.email_verified"),
+                ("preferred_username", "$.preferred_username"),
+            ),
+            discovery=True,
+        ),
+    )
+}
+
+
+def userinfo_url(preset: Preset, parameters: dict[str, str]) -> str | None:
+    """The first URL template whose parameters are all given, filled in; None if none fits."""
+    for template in preset.userinfo:
+        names = [part.split("}", 1)[0] for part in template.split("{")[1:]]
+        if all(name in parameters for name in names):
+            url = template
+            for name in names:
+                url = url.replace("{" + name + "}", parameters[name].rstrip("/"))
+            return url
+    return None

@@ -1,0 +1,84 @@
+"""`load` and `loads`: policy text to a compiled Policy, or a PolicyError that says why.
+
+The one entry point that runs the whole static pipeline (parse, check, lint, compile), so the
+CLI, the engine and the tests all load a policy the same way. Warnings do not stop a load; they
+stay on the Policy for whoever wants to show them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from policyauth.compiler import Policy, compile_policy
+from policyauth.diagnostics import Diagnostic, PolicyError, Span
+from policyauth.language.checker import check
+from policyauth.language.lints import lint
+from policyauth.language.parser import parse
+
+
+def loads(
+    text: str,
+    name: str = "<policy>",
+    *,
+    env: Mapping[str, str] | None = None,
+    base_dir: str | os.PathLike[str] | None = None,
+) -> Policy:
+    """Load a policy from text. `name` is used in diagnostics; relative token store paths are
+    resolved against `base_dir` (default: the working directory)."""
+    policy, diagnostics = analyze(text, name, env=env, base_dir=base_dir)
+    if policy is None:
+        raise PolicyError(diagnostics)
+    return policy
+
+
+def load(path: str | os.PathLike[str], *, env: Mapping[str, str] | None = None) -> Policy:
+    """Load a policy file; token store paths in it are relative to the file's folder."""
+    file = Path(path)
+    try:
+        data = file.read_bytes()
+    except OSError as exc:
+        span = Span(str(path), 1, 1, 1, 1)
+        reason = exc.strerror or type(exc).__name__
+        raise PolicyError(
+            [Diagnostic.at(span, "PA010", f"cannot read the file: {reason}")]
+        ) from None
+    return loads(decode(data, str(path)), str(path), env=env, base_dir=file.parent)
+
+
+def decode(data: bytes, name: str) -> str:
+    """Policy files are UTF-8 (a byte order mark is allowed); anything else is PA011."""
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        span = Span(name, line, column, line, column + 1)
+        raise PolicyError([Diagnostic.at(span, "PA011", "the file is not valid UTF-8")]) from None
+
+
+def analyze(
+    text: str,
+    name: str = "<policy>",
+    *,
+    env: Mapping[str, str] | None = None,
+    base_dir: str | os.PathLike[str] | None = None,
+) -> tuple[Policy | None, list[Diagnostic]]:
+    """Every diagnostic for `text` (errors and warnings) and the Policy when there is no error."""
+    try:
+        tree = parse(text, name)
+    except PolicyError as exc:
+        return None, exc.diagnostics
+    try:
+        model, diagnostics = check(
+            tree, source=text, env=env, base_dir=Path(base_dir) if base_dir is not None else None
+        )
+        diagnostics += lint(tree, model, source=text)
+        if model is None:
+            return None, diagnostics
+        return compile_policy(model, warnings=diagnostics), diagnostics
+    except RecursionError:
+        span = Span(name, 1, 1, 1, 1)
+        message = "the policy is nested too deeply to read"
+        return None, [Diagnostic.at(span, "PA009", message, source=text)]
