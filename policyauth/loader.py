@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from policyauth.compiler import Policy, compile_policy
-from policyauth.diagnostics import Diagnostic, PolicyError, Span
+from policyauth.diagnostics import Diagnostic, PolicyError, Span, sort_diagnostics
 from policyauth.language.checker import check
 from policyauth.language.lints import lint
 from policyauth.language.parser import parse
@@ -66,6 +66,7 @@ def analyze(
     base_dir: str | os.PathLike[str] | None = None,
 ) -> tuple[Policy | None, list[Diagnostic]]:
     """Every diagnostic for `text` (errors and warnings) and the Policy when there is no error."""
+    text = text.removeprefix("\ufeff")  # a byte order mark read as text, as `load` allows
     try:
         tree = parse(text, name)
     except PolicyError as exc:
@@ -74,7 +75,7 @@ def analyze(
         model, diagnostics = check(
             tree, source=text, env=env, base_dir=Path(base_dir) if base_dir is not None else None
         )
-        diagnostics += lint(tree, model, source=text)
+        diagnostics = sort_diagnostics(diagnostics + lint(tree, model, source=text))
         if model is None:
             return None, diagnostics
         return compile_policy(model, warnings=diagnostics), diagnostics

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import difflib
-import ipaddress
 import os
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -24,16 +23,19 @@ import attrs
 from policyauth.diagnostics import Diagnostic, Severity, Span
 from policyauth.language import ast
 from policyauth.language.claimpath import ClaimPath, ClaimPathError, compile_claim_path
+from policyauth.language.durations import parse_duration
 from policyauth.language.model import CheckedPolicy, ProviderSpec, Settings, TokensSpec
 from policyauth.language.presets import (
     PRESETS,
     Audience,
     Preset,
     TokenTransport,
+    fill_template,
     userinfo_url,
 )
 from policyauth.language.regex import RegexError, compile_regex
 from policyauth.language.routing import RouteIndex, method_set
+from policyauth.language.urls import is_loopback
 
 # Types of expression operands, as far as they are known at load time.
 STRING, NUMBER, BOOL, LIST = "string", "number", "boolean", "list"
@@ -43,6 +45,7 @@ ANY = "value"  # a claim that is a list for one authenticator and a single value
 _KNOWN_SCALARS = {STRING, NUMBER, BOOL}
 _PROVIDER_KEYS = ("preset", "userinfo", "headers", "token_prefix")
 _RESERVED_HEADERS = {"authorization", "host", "content-length", "transfer-encoding", "cookie"}
+_RESERVED_CLAIMS = ("provider", "method", "path", "param")
 _TOKENS_DECLARES = (("username", STRING), ("groups", LIST))
 
 
@@ -56,6 +59,9 @@ class _RouteContext:
     authenticators: tuple[str, ...]
     params: frozenset[str]
     success: bool = False  # checking a provider's `success`, which reads the raw response
+    # False when an authenticator of the route is unknown or failed its own checks: its claims
+    # cannot be known, and an undeclared claim would only repeat that error.
+    complete: bool = True
 
 
 def check(
@@ -140,7 +146,14 @@ class _Checker:
         for route in routes:
             self._route(route, index, providers, tokens, set(seen))
         return CheckedPolicy(
-            self.policy.file, settings, providers, tokens, routes, index, self.source
+            self.policy.file,
+            settings,
+            providers,
+            tokens,
+            routes,
+            index,
+            self.source,
+            self.policy.comments,
         )
 
     # --- values ----------------------------------------------------------------------------------
@@ -172,7 +185,7 @@ class _Checker:
             milliseconds = value.milliseconds
         elif isinstance(value, ast.EnvValue):
             text = self._string(value, key)
-            parsed = _parse_duration(text)
+            parsed = parse_duration(text)
             if parsed is None:
                 self.report(
                     value.span,
@@ -192,6 +205,11 @@ class _Checker:
     def _count(self, value: ast.Value, key: str) -> int:
         if isinstance(value, ast.NumberValue) and isinstance(value.value, int) and value.value > 0:
             return value.value
+        if isinstance(value, ast.NumberValue):  # "not a number" would say the opposite
+            self.report(
+                value.span, "PA104", f"`{key}` takes a whole number above zero, not {value.text}"
+            )
+            raise _Invalid
         return self._wrong_type(value, key, "a whole number above zero")  # type: ignore[no-any-return]
 
     def _url(self, value: ast.Value, key: str) -> str:
@@ -211,7 +229,7 @@ class _Checker:
             )
             raise _Invalid
         if parts.scheme == "http":
-            if not _is_loopback(host):
+            if not is_loopback(host):
                 self.report(
                     value.span,
                     "PA115",
@@ -352,7 +370,16 @@ class _Checker:
             if key not in known:
                 self._unknown_provider_key(setting, block, known, preset)
         for name, claim in claim_decls.items():
-            if name in known or name in _all_parameters():
+            if name in _RESERVED_CLAIMS:
+                self.report(
+                    claim.name.span,
+                    "PA125",
+                    f"`{name}` cannot be a claim name: in rules it reads the request",
+                    "rename the claim, e.g. `"
+                    + ("home_" if name == "path" else "user_")
+                    + f"{name} = {claim.path.text}`",
+                )
+            elif name in known or name in _all_parameters():
                 self.report(
                     claim.path.span,
                     "PA104",
@@ -377,7 +404,10 @@ class _Checker:
 
         userinfo, issuer = self._endpoint(decl, entries, preset, values)
         headers = self._headers(entries, preset)
-        claims = self._claims(decl, claim_decls, preset)
+        # `username` written with a value that is not a path, or an unknown preset (whose
+        # claims cannot be known), is already an error; PA116 would only repeat it.
+        username_reported = "username" in entries or ("preset" in entries and preset is None)
+        claims = self._claims(decl, claim_decls, preset, username_reported)
         success = self._success(success_decl, preset)
         token_prefix: tuple[str, ...] = preset.token_prefix if preset else ()
         if "token_prefix" in entries:
@@ -391,6 +421,7 @@ class _Checker:
                         f"`token_prefix` cannot be `{prefix}`",
                         "prefixes must be non-empty; `pa_` belongs to policyauth's API tokens",
                     )
+        audience, audience_url = self._audience(decl, preset, values)
         if len(self.diagnostics) > errors_before and any(
             d.is_error for d in self.diagnostics[errors_before:]
         ):
@@ -408,8 +439,28 @@ class _Checker:
             claims=claims,
             token_prefix=token_prefix,
             client_id=values.get("client_id"),
-            audience=preset.audience if preset and "client_id" in values else Audience.NONE,
+            client_secret=values.get("client_secret"),
+            audience=audience,
+            audience_url=audience_url,
         )
+
+    def _audience(
+        self, decl: ast.ProviderDecl, preset: Preset | None, values: Mapping[str, str]
+    ) -> tuple[Audience, str | None]:
+        """The audience check in force: the preset's, once `client_id` (and, where the check
+        authenticates as the client, `client_secret`) is given."""
+        if preset is None or preset.audience is Audience.NONE or "client_id" not in values:
+            return Audience.NONE, None
+        if preset.audience_needs_secret and "client_secret" not in values:
+            self.report(
+                decl.name.span,
+                "PA106",
+                f"preset `{preset.name}` needs `client_secret` with `client_id` to check "
+                "which client a token was issued to",
+                'add `client_secret = env("...")`, or remove `client_id`',
+            )
+            return Audience.NONE, None
+        return preset.audience, fill_template(preset.audience_url, dict(values))
 
     def _preset(self, entries: Mapping[str, ast.Setting]) -> Preset | None:
         if "preset" not in entries:
@@ -443,7 +494,22 @@ class _Checker:
         elif owners:
             help = f"`{key}` is a parameter of preset {', '.join(owners)}; set `preset` first"
         elif isinstance(setting.value, ast.StringValue) and setting.value.value.startswith("$"):
-            help = f"claim paths are written without quotes: `{key} = {setting.value.value}`"
+            # `username = "$.sub"`: a claim whose path was quoted, not an unknown key.
+            self.report(
+                setting.value.span,
+                "PA104",
+                f"claim `{key}` takes a claim path, not a string",
+                f"claim paths are written without quotes: `{key} = {setting.value.value}`",
+            )
+            return
+        elif key in _claim_names():
+            self.report(
+                setting.value.span,
+                "PA104",
+                f"claim `{key}` takes a claim path, not {_describe(setting.value)}",
+                f"write the path of the field in the userinfo response: `{key} = $.field`",
+            )
+            return
         else:
             help = f"claims are declared with a path: `{key} = $.field`"
         self._unknown_key(setting.key, block, known, help)
@@ -496,6 +562,7 @@ class _Checker:
         decl: ast.ProviderDecl,
         claim_decls: Mapping[str, ast.ClaimDecl],
         preset: Preset | None,
+        username_reported: bool = False,
     ) -> tuple[tuple[str, ClaimPath], ...]:
         claims: dict[str, ClaimPath] = {}
         for name, text in preset.claims if preset else ():
@@ -504,7 +571,7 @@ class _Checker:
             path = self._claim_path(claim.path.text, claim.path.span)
             if path is not None:
                 claims[name] = path
-        if "username" not in claims and "username" not in claim_decls:
+        if "username" not in claims and "username" not in claim_decls and not username_reported:
             self.report(
                 decl.name.span,
                 "PA116",
@@ -581,13 +648,15 @@ class _Checker:
             names.append(name.text)
             if name.text not in declared:
                 guess = difflib.get_close_matches(name.text, sorted(declared), n=1)
+                if name.text in ("allow", "deny", "public"):
+                    help = "`auth` is followed by the providers or tokens blocks it accepts, then "
+                    help += "the rules: `auth NAME, ...` then `allow ...`"
+                elif guess:
+                    help = f"did you mean `{guess[0]}`?"
+                else:
+                    help = "declare it with `provider NAME { ... }` or `tokens NAME { ... }`"
                 self.report(
-                    name.span,
-                    "PA110",
-                    f"unknown provider or tokens block `{name.text}`",
-                    f"did you mean `{guess[0]}`?"
-                    if guess
-                    else "declare it with `provider NAME { ... }` or `tokens NAME { ... }`",
+                    name.span, "PA110", f"unknown provider or tokens block `{name.text}`", help
                 )
         if not any(rule.kind is ast.RuleKind.ALLOW for rule in body.rules):
             self.report(
@@ -599,6 +668,7 @@ class _Checker:
         self._distinguishable(body, providers)
 
         context = _RouteContext(
+            complete=all(n in providers or n in tokens for n in names),
             claims=self._route_claims(names, providers, tokens),
             authenticators=tuple(names),
             params=frozenset(s.text for s in route.pattern.segments if s.kind is ast.Segment.PARAM),
@@ -787,6 +857,8 @@ class _Checker:
             return STRING
         if operand.name in ctx.claims:
             return ctx.claims[operand.name]
+        if not ctx.complete:
+            return ANY
         guess = difflib.get_close_matches(operand.name, list(ctx.claims), n=1)
         declared_by = ", ".join(f"`{a}`" for a in ctx.authenticators) or "no authenticator"
         self.report(
@@ -873,24 +945,6 @@ def _prefixes_overlap(first: tuple[str, ...], second: tuple[str, ...]) -> bool:
     return any(a.startswith(b) or b.startswith(a) for a in first for b in second)
 
 
-def _parse_duration(text: str) -> int | None:
-    units = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
-    for unit in ("ms", "s", "m", "h", "d"):
-        number = text[: -len(unit)]
-        if text.endswith(unit) and number.isdigit() and number.isascii():
-            return int(number) * units[unit]
-    return None
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def _is_token(name: str) -> bool:
     """An HTTP header name (RFC 9110 token)."""
     allowed = set("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
@@ -899,3 +953,9 @@ def _is_token(name: str) -> bool:
 
 def _all_parameters() -> set[str]:
     return {p for preset in PRESETS.values() for p in preset.parameters}
+
+
+def _claim_names() -> set[str]:
+    """Names that are claims wherever they appear: `username`, `groups`, the presets' claims."""
+    names = {"username", "groups"}
+    return names | {name for preset in PRESETS.values() for name, _ in preset.claims}

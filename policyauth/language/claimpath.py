@@ -51,7 +51,7 @@ class ClaimPath:
     def select(self, document: object) -> Any:
         try:
             found = [m.value for m in self._expr.find(document) if m.value is not None]
-        except (TypeError, ValueError, KeyError, AttributeError, IndexError, RecursionError):
+        except Exception:  # jsonpath-ng on odd documents, or `re.error` from a `=~` filter
             return MISSING
         if self.multi:
             return found if found else MISSING
@@ -65,6 +65,10 @@ def compile_claim_path(text: str) -> ClaimPath:
     """Parse `text` once per process; raises ClaimPathError with jsonpath-ng's reason."""
     if not text.startswith("$"):
         raise ClaimPathError("a claim path starts with `$`")
+    if "=~" in text:
+        # jsonpath-ng runs `=~` with Python's backtracking `re` on values the provider sends:
+        # the linear-time promise for policy regexes would not hold.
+        raise ClaimPathError("regex filters (`=~`) are not allowed; test the claim with `matches`")
     try:
         expr = _parse_jsonpath(text)
     except Exception as exc:  # jsonpath-ng raises its own errors and, on odd input, others
@@ -73,5 +77,49 @@ def compile_claim_path(text: str) -> ClaimPath:
 
 
 def _reason(exc: Exception) -> str:
-    message = str(exc).strip() or "invalid JSONPath"
-    return message.splitlines()[0][:200]
+    """jsonpath-ng's complaint in the words of a policy author, without its token names."""
+    message = (str(exc).strip() or "invalid JSONPath").splitlines()[0]
+    at = re.match(r"Parse error at \d+:(\d+) near token (.*?) \(.*\)$", message)
+    if at:
+        return f"unexpected `{at[2]}` at character {int(at[1]) + 1}"
+    char = re.match(r"Error on line \d+, col (\d+): Unexpected character: (.*)$", message)
+    if char:
+        return f"unexpected character `{char[2]}` at character {int(char[1]) + 1}"
+    if message.startswith("Parse error near the end of string"):
+        return "the path ends too early"
+    return message[:200]
+
+
+_PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def path_to(steps: list[str | int]) -> str:
+    """The claim path text for a list of keys and indices, bracketed where a key needs it."""
+    text = "$"
+    for step in steps:
+        if isinstance(step, int):
+            text += f"[{step}]"
+        elif _PLAIN_KEY.fullmatch(step):
+            text += f".{step}"
+        else:
+            text += "['" + step.replace("\\", "\\\\").replace("'", "\\'") + "']"
+    return text
+
+
+def string_paths(document: object, limit: int = 500) -> list[tuple[str, object]]:
+    """Every path to a string in `document`, and every path to a list of strings (as `[*]`),
+    in document order: the candidates for `username = ...` and `groups = ...` lines."""
+    found: list[tuple[str, object]] = []
+    stack: list[tuple[object, list[str | int]]] = [(document, [])]
+    while stack and len(found) < limit:
+        node, steps = stack.pop()
+        if isinstance(node, str):
+            found.append((path_to(steps), node))
+        elif isinstance(node, dict):
+            stack.extend((value, [*steps, key]) for key, value in reversed(list(node.items())))
+        elif isinstance(node, list):
+            if node and all(isinstance(item, str) for item in node):
+                found.append((path_to(steps) + "[*]", node))
+            else:
+                stack.extend((item, [*steps, i]) for i, item in reversed(list(enumerate(node))))
+    return found

@@ -41,7 +41,9 @@ def audience_unchecked(policy: ast.Policy, model: CheckedPolicy | None) -> Itera
                 spec.span,
                 "PA202",
                 f"provider `{spec.name}` accepts tokens issued to any {preset.name} client",
-                'set `client_id = env("...")` so tokens are checked against your client',
+                'set `client_id = env("...")`'
+                + (' and `client_secret = env("...")`' if preset.audience_needs_secret else "")
+                + " so tokens are checked against your client",
             )
         else:
             yield (

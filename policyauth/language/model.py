@@ -32,7 +32,10 @@ class Settings:
 
 @attrs.frozen
 class ProviderSpec:
-    """A provider block merged with its preset; `userinfo` is None only for OIDC discovery."""
+    """A provider block merged with its preset; `userinfo` is None only for OIDC discovery.
+
+    `audience` is the check that a token was issued to `client_id` (NONE when not configured).
+    """
 
     name: str
     span: Span = attrs.field(eq=False)
@@ -46,7 +49,9 @@ class ProviderSpec:
     claims: tuple[tuple[str, ClaimPath], ...]
     token_prefix: tuple[str, ...]
     client_id: str | None
+    client_secret: str | None = attrs.field(repr=False)
     audience: Audience
+    audience_url: str | None  # None with Audience.INTROSPECTION on `oidc`: from discovery
 
 
 @attrs.frozen
@@ -65,3 +70,4 @@ class CheckedPolicy:
     routes: tuple[ast.RouteDecl, ...]
     index: RouteIndex = attrs.field(eq=False)
     source: str = attrs.field(eq=False, repr=False)
+    comments: tuple[ast.Comment, ...] = attrs.field(eq=False, repr=False, default=())

@@ -25,12 +25,12 @@ from lark import Lark, Token, Transformer, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 from lark.tree import Meta
 
-from policyauth.diagnostics import Diagnostic, PolicyError, Span
+from policyauth.diagnostics import Diagnostic, PolicyError, Span, line_of
 from policyauth.language import ast
+from policyauth.language.durations import parse_duration
 
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
-_DURATION_UNITS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 _ESCAPES = {'"': '"', "\\": "\\", "n": "\n", "t": "\t"}
 _PARAM_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # Characters a literal pattern segment may not hold: they are either pattern syntax or can never
@@ -44,7 +44,7 @@ _TERMINAL_NAMES = {
     "STRING": "a string",
     "NUMBER": "a number",
     "DURATION": "a duration",
-    "PATH": "a path pattern",
+    "PATH": "a path pattern `/...`",
     "REGEX": "a regex `/.../`",
     "JSONPATH": "a claim path `$...`",
     "STAR": "`*`",
@@ -239,9 +239,9 @@ class _Builder(Transformer[Token, Any]):
     @_node
     def duration(self, span: Span, children: list[Token]) -> ast.DurationValue:
         text = str(children[0])
-        match = re.fullmatch(r"([0-9]+)(ms|s|m|h|d)", text)
-        assert match is not None  # the DURATION terminal guarantees the shape
-        return ast.DurationValue(int(match[1]) * _DURATION_UNITS[match[2]], text, span)
+        milliseconds = parse_duration(text)
+        assert milliseconds is not None  # the DURATION terminal guarantees the shape
+        return ast.DurationValue(milliseconds, text, span)
 
     @_node
     def bad_duration(self, span: Span, children: list[Token]) -> ast.DurationValue:
@@ -516,6 +516,18 @@ def _describe_expected(expected: set[str], terminals: dict[str, str]) -> list[st
     return sorted(names)
 
 
+def _expected_what(expected: set[str], terminals: dict[str, str]) -> str:
+    """`expected ...` for a message: where a condition may start, just that, not its dozen
+    possible first tokens."""
+    if {"NOT", "LPAR"} <= expected:
+        return "expected a condition"
+    return _expected_text(_describe_expected(expected, terminals))
+
+
+_CONDITION_HELP = 'a condition reads like `"admins" in groups` or `username == "alice"`'
+_DECLARATIONS = ("provider", "route", "settings", "tokens")
+
+
 def _expected_text(names: list[str]) -> str:
     if not names:
         return ""
@@ -534,6 +546,23 @@ def _literal_terminals() -> dict[str, str]:
     return out
 
 
+def _expected_terminals(exc: UnexpectedInput, fallback: set[str]) -> set[str]:
+    """The terminals the parser could take where the error is.
+
+    Lark's own sets come from the contextual lexer, which reads keywords (`not`, `true`,
+    `provider`) as names and so leaves them out; the interactive parser knows every one.
+    """
+    interactive = getattr(exc, "interactive_parser", None)
+    if interactive is not None:
+        try:
+            accepted = interactive.accepts()
+        except UnexpectedInput:  # pragma: no cover - accepts() catches what feeding raises
+            accepted = set()
+        if accepted:
+            return {str(t) for t in accepted}
+    return fallback
+
+
 def _syntax_diagnostic(exc: UnexpectedInput, collector: _Collector) -> Diagnostic:
     terminals = _literal_terminals()
     line = exc.line if exc.line and exc.line > 0 else 1
@@ -547,7 +576,7 @@ def _syntax_diagnostic(exc: UnexpectedInput, collector: _Collector) -> Diagnosti
         return Diagnostic.at(wide, code, message, help=help, source=collector.source)
 
     if isinstance(exc, UnexpectedCharacters):
-        expected = set(exc.allowed or ())
+        expected = _expected_terminals(exc, set(exc.allowed or ()))
         char = exc.char
         if char == '"':
             return make(
@@ -573,21 +602,29 @@ def _syntax_diagnostic(exc: UnexpectedInput, collector: _Collector) -> Diagnosti
             )
         if char == "=" and expected & {"STRING", "NAME", "NUMBER"}:
             return make("PA002", "unexpected `=`", "compare with `==`, assign with one `=`")
-        what = _expected_text(_describe_expected(expected, terminals))
+        if char == "'" and "STRING" in expected:
+            return make(
+                "PA001",
+                "unexpected character `'`; strings are written in double quotes",
+                'write `"..."`',
+            )
+        what = _expected_what(expected, terminals)
         return make(
             "PA001",
             f"unexpected character `{_printable(char)}`" + (f"; {what}" if what else ""),
+            _CONDITION_HELP if what == "expected a condition" else None,
         )
 
     if isinstance(exc, UnexpectedToken):
         token = exc.token
-        expected = set(exc.expected or ())
-        names = _describe_expected(expected, terminals)
-        what = _expected_text(names)
+        expected = _expected_terminals(exc, set(exc.expected or ()))
+        what = _expected_what(expected, terminals)
         text = str(token)
         width = len(text) if "\n" not in text else 1
         if token.type == "$END":
             help = "a block opened with `{` is not closed" if "RBRACE" in expected else None
+            if what == "expected a condition":
+                help = _CONDITION_HELP
             return Diagnostic.at(
                 span, "PA003", f"unexpected end of file; {what}", help=help, source=collector.source
             )
@@ -598,14 +635,40 @@ def _syntax_diagnostic(exc: UnexpectedInput, collector: _Collector) -> Diagnosti
                 "a regex is written `/.../`; write `\\/` for a slash inside it",
                 width,
             )
-        before = collector.source.splitlines()[line - 1][: column - 1] if line > 0 else ""
-        if text in "[]" and re.search(r"\$\S*$", before):
+        if token.type == "PATH" and "PATH" not in expected and expected & {"NAME", "STAR"}:
             return make(
                 "PA002",
-                "invalid claim path",
-                "claim paths look like `$.email`, `$.roles[*]` or `$['cognito:groups'][*]`",
+                "expected a method before the path",
+                "write the methods first: `route GET /path { ... }`",
                 width,
             )
+        source_line = line_of(collector.source, line)
+        before = source_line[: column - 1]
+        claim_path = re.search(r"\$\S*$", before)
+        if text in ("[", "]") and claim_path:
+            start = claim_path.start() + 1
+            written = claim_path[0] + (source_line[column - 1 :].split(None, 1) or [""])[0]
+            return Diagnostic.at(
+                Span(collector.file, line, start, line, start + len(written)),
+                "PA002",
+                f"invalid claim path `{_printable(written)}`",
+                help="claim paths look like `$.email`, `$.roles[*]` or `$['cognito:groups'][*]`",
+                source=collector.source,
+            )
+        keyword = before.strip()
+        if expected == {"EQUAL"} and keyword in _DECLARATIONS:
+            # Inside a block a declaration keyword reads as a setting name: the block above
+            # was not closed.
+            start = before.index(keyword) + 1
+            return Diagnostic.at(
+                Span(collector.file, line, start, line, start + len(keyword)),
+                "PA002",
+                f"expected `}}` before `{keyword}`",
+                help="the block above is not closed with `}`",
+                source=collector.source,
+            )
+        if text == "=" and before.rstrip().endswith("==") and "DURATION" not in expected:
+            return make("PA002", "`===` is not an operator; compare with `==`", "write `==`", width)
         if text == "=" and before.rstrip().endswith("="):
             return make("PA002", "`==` compares; a setting takes one `=`", "write `=`", width)
         if expected == {"AUTH", "PUBLIC"}:
@@ -636,8 +699,14 @@ def _syntax_diagnostic(exc: UnexpectedInput, collector: _Collector) -> Diagnosti
         if token.type == "LBRACE" and "IF" in expected:
             return make("PA002", "`deny` needs a condition", "write `deny if EXPR`", width)
         if "IF" in expected and token.type != "IF" and expected <= {"IF"}:
-            return make("PA002", f"expected `if`, found `{_printable(text)}`", None, width)
-        return make("PA002", f"unexpected `{_printable(text)}`; {what}", None, width)
+            return make(
+                "PA002",
+                f"expected `if` after `deny`, found `{_printable(text)}`",
+                "a deny rule needs a condition: `deny if EXPR`",
+                width,
+            )
+        help = _CONDITION_HELP if what == "expected a condition" else None
+        return make("PA002", f"unexpected `{_printable(text)}`; {what}", help, width)
 
     if isinstance(exc, UnexpectedEOF):  # pragma: no cover - LALR reports `$END` tokens instead
         return Diagnostic.at(span, "PA003", "unexpected end of file", source=collector.source)
@@ -651,4 +720,8 @@ def _end_position(source: str) -> tuple[int, int]:
 
 
 def _printable(text: str) -> str:
-    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text[:40])
+    """Invisible characters as escapes: `\\x01`, `\\ufeff`."""
+    return "".join(
+        c if c.isprintable() else f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}"
+        for c in text[:40]
+    )

@@ -11,6 +11,7 @@ of them.
 from __future__ import annotations
 
 import enum
+from urllib.parse import quote
 
 import attrs
 
@@ -24,10 +25,18 @@ class TokenTransport(enum.Enum):
 
 
 class Audience(enum.Enum):
-    """How a provider lets us check that a token was issued to our client (security rule 7)."""
+    """How a provider lets us check that a token was issued to our client (security rule 7).
+
+    A userinfo call proves only that *some* client holds a live token for the user; each of
+    these is the provider's own way to ask which client it was issued to.
+    """
 
     NONE = "none"  # userinfo only: any client's token passes; the linter warns (PA202)
     GOOGLE_TOKENINFO = "google-tokeninfo"  # tokeninfo `aud`/`azp` against `client_id`
+    GITLAB_TOKEN_INFO = "gitlab-token-info"  # /oauth/token/info `application.uid`
+    GITHUB_APPLICATION = "github-application"  # POST /applications/{client_id}/token: 200 or 404
+    FACEBOOK_DEBUG_TOKEN = "facebook-debug-token"  # debug_token `data.app_id`, `data.is_valid`
+    INTROSPECTION = "introspection"  # RFC 7662: `active` and `client_id`/`azp`/`aud`
 
 
 @attrs.frozen
@@ -46,6 +55,9 @@ class Preset:
     claims: tuple[tuple[str, str], ...] = ()
     token_prefix: tuple[str, ...] = ()
     audience: Audience = Audience.NONE
+    # Where the audience check is made, tried like `userinfo`; for `oidc`, discovery says.
+    audience_url: tuple[str, ...] = ()
+    audience_needs_secret: bool = False  # the check authenticates as the client itself
     discovery: bool = False  # `oidc`: the userinfo URL comes from the issuer's discovery document
 
     @property
@@ -54,6 +66,7 @@ class Preset:
 
 
 _JSON = (("Accept", "application/json"),)
+_CLIENT = ("client_id", "client_secret")
 
 PRESETS: dict[str, Preset] = {
     preset.name: preset
@@ -71,6 +84,7 @@ PRESETS: dict[str, Preset] = {
             ),
             token_prefix=("ya29.",),
             audience=Audience.GOOGLE_TOKENINFO,
+            audience_url=("https://oauth2.googleapis.com/tokeninfo",),
         ),
         Preset(
             name="azure-ad",
@@ -87,6 +101,10 @@ PRESETS: dict[str, Preset] = {
             name="keycloak",
             userinfo=("{base_url}/realms/{realm}/protocol/openid-connect/userinfo",),
             required=("base_url", "realm"),
+            optional=_CLIENT,
+            audience=Audience.INTROSPECTION,
+            audience_url=("{base_url}/realms/{realm}/protocol/openid-connect/token/introspect",),
+            audience_needs_secret=True,
             claims=(
                 ("username", "$.preferred_username"),
                 ("groups", "$.realm_access.roles[*]"),
@@ -102,7 +120,13 @@ PRESETS: dict[str, Preset] = {
                 "https://{domain}/oauth2/v1/userinfo",
             ),
             required=("domain",),
-            optional=("authorization_server",),
+            optional=("authorization_server", *_CLIENT),
+            audience=Audience.INTROSPECTION,
+            audience_url=(
+                "https://{domain}/oauth2/{authorization_server}/v1/introspect",
+                "https://{domain}/oauth2/v1/introspect",
+            ),
+            audience_needs_secret=True,
             claims=(
                 ("username", "$.preferred_username"),
                 ("groups", "$.groups[*]"),
@@ -125,7 +149,13 @@ PRESETS: dict[str, Preset] = {
         Preset(
             name="github",
             userinfo=("{base_url}/api/v3/user", "https://api.github.com/user"),
-            optional=("base_url",),
+            optional=("base_url", *_CLIENT),
+            audience=Audience.GITHUB_APPLICATION,
+            audience_url=(
+                "{base_url}/api/v3/applications/{client_id}/token",
+                "https://api.github.com/applications/{client_id}/token",
+            ),
+            audience_needs_secret=True,
             headers=(
                 ("Accept", "application/vnd.github+json"),
                 ("User-Agent", "policyauth"),
@@ -151,7 +181,9 @@ PRESETS: dict[str, Preset] = {
         Preset(
             name="gitlab",
             userinfo=("{base_url}/oauth/userinfo", "https://gitlab.com/oauth/userinfo"),
-            optional=("base_url",),
+            optional=("base_url", "client_id"),
+            audience=Audience.GITLAB_TOKEN_INFO,
+            audience_url=("{base_url}/oauth/token/info", "https://gitlab.com/oauth/token/info"),
             claims=(
                 ("username", "$.nickname"),
                 ("groups", "$.groups[*]"),
@@ -164,6 +196,10 @@ PRESETS: dict[str, Preset] = {
             name="facebook",
             userinfo=("https://graph.facebook.com/v19.0/me?fields=id,name,email",),
             transport=TokenTransport.QUERY,
+            optional=_CLIENT,
+            audience=Audience.FACEBOOK_DEBUG_TOKEN,
+            audience_url=("https://graph.facebook.com/debug_token",),
+            audience_needs_secret=True,
             claims=(("username", "$.id"), ("email", "$.email"), ("name", "$.name")),
         ),
         Preset(
@@ -182,6 +218,9 @@ PRESETS: dict[str, Preset] = {
             name="oidc",
             userinfo=(),
             required=("issuer",),
+            optional=_CLIENT,
+            audience=Audience.INTROSPECTION,
+            audience_needs_secret=True,
             claims=(
                 ("username", "$.sub"),
                 ("email", "$.email"),
@@ -195,12 +234,20 @@ PRESETS: dict[str, Preset] = {
 
 
 def userinfo_url(preset: Preset, parameters: dict[str, str]) -> str | None:
+    """The userinfo URL for these parameters; None if no template fits (or discovery)."""
+    return fill_template(preset.userinfo, parameters)
+
+
+def fill_template(templates: tuple[str, ...], parameters: dict[str, str]) -> str | None:
     """The first URL template whose parameters are all given, filled in; None if none fits."""
-    for template in preset.userinfo:
+    for template in templates:
         names = [part.split("}", 1)[0] for part in template.split("{")[1:]]
         if all(name in parameters for name in names):
             url = template
             for name in names:
-                url = url.replace("{" + name + "}", parameters[name].rstrip("/"))
+                value = parameters[name].rstrip("/")
+                if name not in ("base_url", "issuer"):
+                    value = quote(value, safe="")
+                url = url.replace("{" + name + "}", value)
             return url
     return None
