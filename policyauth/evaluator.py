@@ -18,6 +18,7 @@ from policyauth.compiler import Facts, Policy, RoutePlan
 from policyauth.compiler.expressions import RuleError
 from policyauth.decision import Decision, Outcome, Principal, Reason, RuleTrace
 from policyauth.identity.source import Credential, Identity, IdentityResult, Invalid
+from policyauth.identity.tokens import TOKEN_PREFIX
 from policyauth.language.ast import RuleKind
 from policyauth.request import (
     BasicCredential,
@@ -29,16 +30,19 @@ from policyauth.request import (
     read_credentials,
 )
 
-TOKEN_PREFIX = "pa_"  # policyauth's own API tokens; never sent to a remote provider
-
 
 @attrs.frozen
 class Pending:
-    """A request that needs its credential validated before the rules can run."""
+    """A request that needs its credential validated before the rules can run.
+
+    `authenticators` is the one provider chosen for a bearer token, or the route's tokens
+    blocks in order for an API token: stores are local, so asking each in turn leaks nothing,
+    and a token is accepted by the store that issued it.
+    """
 
     request: CanonicalRequest
     route: RoutePlan
-    authenticator: str
+    authenticators: tuple[str, ...]
     credential: Credential = attrs.field(repr=False)
 
 
@@ -74,34 +78,41 @@ def prepare(policy: Policy, method: str, target: str, headers: Headers) -> Decis
     authenticator = choose_authenticator(policy, route, credential)
     if authenticator is None:
         return invalid_token(policy, route, "no authenticator of this route takes this credential")
-    return Pending(request, route, authenticator, credential)
+    if authenticator in route.tokens:
+        return Pending(request, route, route.tokens, credential)
+    return Pending(request, route, (authenticator,), credential)
 
 
 def choose_authenticator(policy: Policy, route: RoutePlan, credential: Credential) -> str | None:
     """The one authenticator a credential is shown to (a token never goes to two providers).
 
     Basic credentials and `pa_` tokens belong to the route's tokens blocks (the first one; a
-    store answers only for tokens it issued). Other bearer tokens go to the route's only
-    provider, or to the one whose `token_prefix` matches.
+    store answers only for tokens it issued). Other bearer tokens go to the provider whose
+    `token_prefix` matches, or to the route's only provider when it declares no prefix: a
+    provider that declares prefixes is never shown a token outside them (security case A20),
+    even when it is alone on the route.
     """
     if isinstance(credential, BasicCredential) or credential.token.startswith(TOKEN_PREFIX):
         return route.tokens[0] if route.tokens else None
-    if len(route.providers) == 1:
-        return route.providers[0]
     for name in route.providers:
-        if credential.token.startswith(policy.providers[name].spec.token_prefix):
+        prefixes = policy.providers[name].spec.token_prefix
+        if credential.token.startswith(prefixes):
+            return name
+        if not prefixes and len(route.providers) == 1:
             return name
     return None
 
 
-def finish(policy: Policy, pending: Pending, result: IdentityResult) -> Decision:
-    """Steps 6 and 7: the identity source's answer, then the route's rules."""
+def finish(
+    policy: Policy, pending: Pending, authenticator: str, result: IdentityResult
+) -> Decision:
+    """Steps 6 and 7: what `authenticator` answered, then the route's rules."""
     route = pending.route
     if isinstance(result, Invalid):
         return invalid_token(policy, route, result.detail)
     if not isinstance(result, Identity):
         return _decided(route, 503, Reason.PROVIDER_UNAVAILABLE, result.detail)
-    principal = principal_from(pending.authenticator, result.claims)
+    principal = principal_from(authenticator, result.claims)
     if principal is None:
         return invalid_token(policy, route, "the identity has no usable `username`")
     return evaluate_rules(route, pending.request, principal)
@@ -126,7 +137,9 @@ def evaluate_rules(route: RoutePlan, request: CanonicalRequest, principal: Princ
     facts = Facts(
         principal.claims,
         principal.provider,
-        request.method,
+        # Servers answer HEAD with the GET handler (security case M01), so a rule about GET
+        # must hold for HEAD too: in rules, `method` of a HEAD request is "GET".
+        "GET" if request.method == "HEAD" else request.method,
         request.path,
         route.capture(request.segments),
     )

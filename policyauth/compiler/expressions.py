@@ -5,8 +5,10 @@ that returns True or False, or raises RuleError when the rule cannot be decided:
 missing, or a value has a type the operator does not take. The evaluator turns RuleError into
 "this allow does not allow" or "this deny denies", so every failure closes.
 
-Values are compared with JSON's types and no conversions: `1 == "1"` is false, `true == 1` is
-false, `in` tests list membership and never searches inside a string.
+Values are compared with JSON's types and no conversions: `1 == "1"` is an error (a value of
+the wrong type), `in` tests list membership with the same strictness (a list item of another
+type is simply not a member) and never searches inside a string. `and`, `or` and `not` follow
+three-valued logic, so an outcome does not depend on the order of the operands.
 """
 
 from __future__ import annotations
@@ -37,9 +39,7 @@ def compile_expr(expr: ast.Expr, refs: Refs) -> Test:
     """A closure that decides `expr` for one set of facts."""
     if isinstance(expr, ast.Logical):
         parts = tuple(compile_expr(e, refs) for e in expr.operands)
-        if expr.op is ast.BoolOp.AND:
-            return lambda facts: all(part(facts) for part in parts)
-        return lambda facts: any(part(facts) for part in parts)
+        return _all(parts) if expr.op is ast.BoolOp.AND else _any(parts)
     if isinstance(expr, ast.Not):
         inner = compile_expr(expr.operand, refs)
         return lambda facts: not inner(facts)
@@ -48,6 +48,44 @@ def compile_expr(expr: ast.Expr, refs: Refs) -> Test:
     if isinstance(expr, ast.Matches):
         return _matches(operand_getter(expr.subject, refs), expr.pattern, describe(expr.subject))
     return _compare(expr, refs)
+
+
+def _all(parts: tuple[Test, ...]) -> Test:
+    """`and` in three-valued logic: false if any part is false, whichever order they are in;
+    else an error if any part errors; else true. A rule's outcome never depends on the order of
+    its operands."""
+
+    def test(facts: Any) -> bool:
+        error: RuleError | None = None
+        for part in parts:
+            try:
+                if not part(facts):
+                    return False
+            except RuleError as exc:
+                error = error or exc
+        if error is not None:
+            raise error
+        return True
+
+    return test
+
+
+def _any(parts: tuple[Test, ...]) -> Test:
+    """`or` in three-valued logic: true if any part is true; else an error if any part errors."""
+
+    def test(facts: Any) -> bool:
+        error: RuleError | None = None
+        for part in parts:
+            try:
+                if part(facts):
+                    return True
+            except RuleError as exc:
+                error = error or exc
+        if error is not None:
+            raise error
+        return False
+
+    return test
 
 
 def operand_getter(operand: ast.Operand, refs: Refs) -> Getter:
@@ -129,7 +167,15 @@ def _truth(get: Getter, name: str) -> Test:
 
 def _matches(get: Getter, pattern: str, name: str) -> Test:
     full_match = compile_regex(pattern)
-    return lambda facts: full_match(_string(get(facts), name))
+
+    def test(facts: Any) -> bool:
+        value = _string(get(facts), name)
+        try:
+            return full_match(value)
+        except UnicodeEncodeError:  # an unpaired surrogate (JSON `"\ud800"`): RE2 takes UTF-8
+            raise RuleError(f"{name} is not valid unicode text") from None
+
+    return test
 
 
 def _compare(expr: ast.Compare, refs: Refs) -> Test:
@@ -143,7 +189,13 @@ def _compare(expr: ast.Compare, refs: Refs) -> Test:
         def equal(facts: Any) -> bool:
             a = _scalar(left(facts), left_name)
             b = _scalar(right(facts), right_name)
-            return strict_equal(a, b) != negate
+            if json_type(a) != json_type(b):
+                # `level == 0` against "0": a value of the wrong type is an error, not "not
+                # equal", so that a deny with `==` or `!=` holds rather than silently passes.
+                raise RuleError(
+                    f"{left_name} is a {json_type(a)} and {right_name} is a {json_type(b)}"
+                )
+            return bool(a == b) != negate
 
         return equal
     if op in (ast.CompareOp.IN, ast.CompareOp.NOT_IN):

@@ -197,7 +197,10 @@ def _rule_text(rule: ast.Rule, model: CheckedPolicy) -> str:
     lines = model.source.splitlines()[span.line - 1 : span.end_line]
     if not lines:
         return rule.kind.value
+    for comment in model.comments:  # comments between the lines of a long rule
+        if span.line <= comment.span.line < span.end_line:
+            index = comment.span.line - span.line
+            lines[index] = lines[index][: comment.span.column - 1]
     lines[-1] = lines[-1][: span.end_column - 1]
     lines[0] = lines[0][span.column - 1 :]
-    code = (line.split("#", 1)[0] if '"' not in line else line for line in lines)
-    return " ".join(" ".join(code).split())
+    return " ".join(" ".join(lines).split())

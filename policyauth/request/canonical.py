@@ -12,7 +12,7 @@ any authentication work is done (language.md, section 5, step 1).
 from __future__ import annotations
 
 import re
-from urllib.parse import quote, unquote_to_bytes
+from urllib.parse import quote, unquote_plus, unquote_to_bytes
 
 import attrs
 
@@ -108,6 +108,8 @@ def canonicalize(
     if problem is not None:
         return _malformed(problem)
     raw_path, _, query = target.partition("?")
+    if "_method" in query_names(query):
+        return _malformed("method override parameter `_method` in the query")
     problem = _raw_path_problem(raw_path)
     if problem is not None:
         return _malformed(problem)
@@ -128,6 +130,12 @@ def canonicalize(
     if problem is not None:
         return _malformed(problem)
     return CanonicalRequest(method=method, path=path, segments=segments, query=query)
+
+
+def query_names(query: str) -> set[str]:
+    """The parameter names of a raw query, decoded as the application's framework would
+    decode them (`access%5Ftoken` reaches it as `access_token`), lower-cased."""
+    return {unquote_plus(p.partition("=")[0]).lower() for p in query.split("&") if p}
 
 
 def encode_path(path: str) -> str:

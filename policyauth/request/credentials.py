@@ -13,11 +13,10 @@ from __future__ import annotations
 import base64
 import re
 from typing import TypeAlias
-from urllib.parse import unquote_plus
 
 import attrs
 
-from policyauth.request.canonical import Rejection, quote_input
+from policyauth.request.canonical import Rejection, query_names, quote_input
 from policyauth.request.headers import Headers, lower_ascii
 
 # RFC 6750 section 2.1 b64token; the classes are spelled out so no Unicode digit matches.
@@ -102,10 +101,7 @@ def _has_query_token(query: str) -> bool:
     Names are percent-decoded because the application's framework decodes them: an
     ``access%5Ftoken`` parameter reaches it as ``access_token``.
     """
-    return any(
-        unquote_plus(parameter.partition("=")[0]) == "access_token"
-        for parameter in query.split("&")
-    )
+    return "access_token" in query_names(query)
 
 
 def _parse_authorization(header: str, max_token: int) -> Credential | Rejection:
