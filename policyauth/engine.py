@@ -7,32 +7,31 @@ other, so that every integration (ASGI, WSGI, the CLI) gets exactly the same dec
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping
 
 from policyauth.compiler import Policy
 from policyauth.decision import Decision
 from policyauth.evaluator import Pending, finish, prepare
-from policyauth.identity.source import IdentitySource, Unavailable
+from policyauth.identity.remote import RemoteIdentitySource
+from policyauth.identity.source import IdentityResult, IdentitySource, Invalid, Unavailable
 from policyauth.request import normalize_headers
 
+log = logging.getLogger("policyauth.engine")
+
+log = logging.getLogger("policyauth.engine")
+
 HeadersIn = Mapping[str, str] | Iterable[tuple[str, str]] | Iterable[tuple[bytes, bytes]]
-
-
-class _NoIdentitySource:
-    """Fails closed: with no way to validate credentials, every credential is unavailable."""
-
-    async def identify(self, authenticator: str, credential: object) -> Unavailable:
-        return self.identify_sync(authenticator, credential)
-
-    def identify_sync(self, authenticator: str, credential: object) -> Unavailable:
-        return Unavailable(f"no identity source is configured for `{authenticator}`")
 
 
 class Engine:
     """Authorizes requests against one policy.
 
-    `identities` validates credentials; tests and offline tools pass a StaticIdentitySource.
-    `transport` is accepted for the providers' HTTP client (an httpx transport, for tests).
+    By default credentials are validated for real: bearer tokens by the provider's userinfo
+    endpoint (through the identity cache), API tokens by their stores. `transport` replaces
+    the HTTP transport of the providers' client (an httpx transport, for tests); `identities`
+    replaces the whole identity source (tests and offline tools pass a StaticIdentitySource).
+    Close the engine (or use it as a context manager) to release its HTTP connections.
     """
 
     def __init__(
@@ -43,21 +42,67 @@ class Engine:
         identities: IdentitySource | None = None,
     ) -> None:
         self.policy = policy
-        self.transport = transport
-        self._identities: IdentitySource = identities or _NoIdentitySource()
+        self._remote = RemoteIdentitySource(policy, transport) if identities is None else None
+        self._identities: IdentitySource = (
+            identities if identities is not None else self._remote  # type: ignore[assignment]
+        )
 
     async def authorize(self, method: str, target: str, headers: HeadersIn = ()) -> Decision:
         """Decide one request; `target` is the raw request target (`/a/b?x=1`)."""
         step = prepare(self.policy, method, target, normalize_headers(headers))
         if not isinstance(step, Pending):
             return step
-        result = await self._identities.identify(step.authenticator, step.credential)
-        return finish(self.policy, step, result)
+        outcome: IdentityResult | None = None
+        for name in step.authenticators:
+            try:
+                result = await self._identities.identify(name, step.credential)
+            except Exception:
+                result = _failed(name)
+            if not isinstance(result, Invalid):
+                return finish(self.policy, step, name, result)
+            outcome = outcome or result
+        assert outcome is not None  # `authenticators` is never empty
+        return finish(self.policy, step, step.authenticators[0], outcome)
 
     def authorize_sync(self, method: str, target: str, headers: HeadersIn = ()) -> Decision:
         """The same decision as `authorize`, for synchronous servers (WSGI)."""
         step = prepare(self.policy, method, target, normalize_headers(headers))
         if not isinstance(step, Pending):
             return step
-        result = self._identities.identify_sync(step.authenticator, step.credential)
-        return finish(self.policy, step, result)
+        outcome: IdentityResult | None = None
+        for name in step.authenticators:
+            try:
+                result = self._identities.identify_sync(name, step.credential)
+            except Exception:
+                result = _failed(name)
+            if not isinstance(result, Invalid):
+                return finish(self.policy, step, name, result)
+            outcome = outcome or result
+        assert outcome is not None  # `authenticators` is never empty
+        return finish(self.policy, step, step.authenticators[0], outcome)
+
+    def close(self) -> None:
+        if self._remote is not None:
+            self._remote.close()
+
+    async def aclose(self) -> None:
+        if self._remote is not None:
+            await self._remote.aclose()
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Engine:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+
+def _failed(authenticator: str) -> Unavailable:
+    """An identity source that raised decides nothing: the request is refused with 503."""
+    log.exception("the identity source failed for `%s`", authenticator)
+    return Unavailable("the identity source failed")

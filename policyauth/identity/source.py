@@ -19,9 +19,14 @@ from policyauth.request import BasicCredential, BearerCredential
 
 @attrs.frozen
 class Identity:
-    """Claims of a validated caller (for a provider: those its claim paths found)."""
+    """Claims of a validated caller (for a provider: those its claim paths found).
+
+    `lifetime` is how many more seconds the credential is valid, when the provider says so; the
+    identity cache never keeps an identity longer than that.
+    """
 
     claims: Mapping[str, Any] = attrs.field(repr=False)
+    lifetime: float | None = None
 
 
 @attrs.frozen
@@ -69,6 +74,8 @@ class StaticIdentitySource:
         document = self._documents.get((authenticator, secret))
         if document is None:
             return Invalid("unknown token")
+        if not isinstance(document, dict):  # a token record, too, must be an object
+            return Unavailable("the identity document is not a JSON object")
         provider = self._policy.providers.get(authenticator)
         if provider is None:
             if (
@@ -77,8 +84,6 @@ class StaticIdentitySource:
             ):
                 return Invalid("the user does not own this token")
             return Identity(dict(document))
-        if not isinstance(document, dict):
-            return Unavailable("the userinfo response is not a JSON object")
         if not provider.accepts(document):
             return Invalid("the response does not meet the provider's `success` condition")
         return Identity(provider.claims_from(document))

@@ -1,0 +1,79 @@
+"""The identity cache: validated identities and invalid tokens, remembered briefly and safely.
+
+Providers rate-limit userinfo (Auth0: 5 calls a minute per user), so a live identity is reused
+for up to `cache_ttl`, never past the token's own expiry when the provider tells it; a token the
+provider refused is remembered for `negative_ttl` so that a client retrying a bad token does not
+turn into a flood of provider calls. "Unavailable" is never remembered.
+
+Keys are HMAC-SHA256 of (authenticator, token) under a random per-process key: the raw token is
+never stored, and the keys are useless outside this process. Expiry uses the monotonic clock,
+so a wall-clock jump neither extends nor cuts an entry. The size is bounded (least recently
+used entries go first).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+
+from policyauth.identity.source import Identity, IdentityResult, Invalid
+
+DEFAULT_MAX_ENTRIES = 10_000
+
+
+class IdentityCache:
+    def __init__(
+        self,
+        *,
+        ttl: float,
+        negative_ttl: float,
+        max_entries: int = DEFAULT_MAX_ENTRIES,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._secret = secrets.token_bytes(32)
+        self._ttl = ttl
+        self._negative_ttl = negative_ttl
+        self._max_entries = max_entries
+        self._clock = clock
+        self._entries: OrderedDict[bytes, tuple[float, IdentityResult]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def key(self, authenticator: str, token: str) -> bytes:
+        message = authenticator.encode() + b"\0" + token.encode("utf-8", "backslashreplace")
+        return hmac.new(self._secret, message, hashlib.sha256).digest()
+
+    def get(self, key: bytes) -> IdentityResult | None:
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                return None
+            expires, result = entry
+            if self._clock() >= expires:
+                del self._entries[key]
+                return None
+            self._entries.move_to_end(key)
+            return result
+
+    def put(self, key: bytes, result: IdentityResult) -> None:
+        """Remember `result` for as long as its kind allows (never an Unavailable)."""
+        if isinstance(result, Identity):
+            ttl = self._ttl if result.lifetime is None else min(self._ttl, result.lifetime)
+        elif isinstance(result, Invalid):
+            ttl = self._negative_ttl
+        else:
+            return
+        if ttl <= 0:
+            return
+        with self._lock:
+            self._entries[key] = (self._clock() + ttl, result)
+            self._entries.move_to_end(key)
+            while len(self._entries) > self._max_entries:
+                self._entries.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._entries)

@@ -1,0 +1,284 @@
+"""The identity source the Engine uses by default: providers over HTTP, API tokens from stores.
+
+For a provider, a credential is looked up in the identity cache first; on a miss exactly one
+call per (provider, token) is in flight at a time, however many requests carry that token
+(single flight): the others wait for its answer, and share it whether it is an identity, an
+invalid token or an outage. The answer is cached by kind (see cache.py), so a failure is shared
+but never remembered and never becomes an allow.
+
+For a tokens block, the local store answers; it needs no cache.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+
+from policyauth.compiler import Policy, ProviderPlan
+from policyauth.identity.cache import IdentityCache
+from policyauth.identity.source import (
+    Credential,
+    Identity,
+    IdentityResult,
+    Invalid,
+    Unavailable,
+)
+from policyauth.identity.tokens import TokenStore
+from policyauth.identity.userinfo import (
+    Endpoints,
+    Response,
+    UserinfoClient,
+    audience_request,
+    discovery_request,
+    judge,
+    judge_audience,
+    judge_discovery,
+    now,
+    parse_document,
+    userinfo_request,
+)
+from policyauth.language.presets import Audience
+from policyauth.request import BearerCredential
+
+log = logging.getLogger("policyauth.identity")
+
+
+@attrs.frozen
+class Inspection:
+    """One provider call, laid open: where it went, what came back, what it means."""
+
+    url: str | None
+    status: int | None
+    document: dict[str, Any] | None = attrs.field(repr=False)
+    result: IdentityResult
+
+
+class _Flight:
+    """One provider call that other threads wait for."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.result: IdentityResult = Unavailable("the shared provider call did not finish")
+
+
+class RemoteIdentitySource:
+    def __init__(
+        self,
+        policy: Policy,
+        transport: object | None = None,
+        *,
+        cache_size: int = 10_000,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        settings = policy.settings
+        self._policy = policy
+        self._timeout = settings.timeout_ms / 1000
+        self._client = UserinfoClient(self._timeout, transport)
+        self._cache = IdentityCache(
+            ttl=settings.cache_ttl_ms / 1000,
+            negative_ttl=settings.negative_ttl_ms / 1000,
+            max_entries=cache_size,
+            clock=clock or time.monotonic,
+        )
+        self._stores = {name: TokenStore(spec.store) for name, spec in policy.tokens.items()}
+        self._endpoints: dict[str, Endpoints] = {}  # provider -> what discovery found
+        self._async_flights: dict[bytes, asyncio.Future[IdentityResult]] = {}
+        self._sync_flights: dict[bytes, _Flight] = {}
+        self._lock = threading.Lock()
+
+    # --- async ---------------------------------------------------------------------------------
+
+    async def identify(self, authenticator: str, credential: Credential) -> IdentityResult:
+        if authenticator in self._stores:
+            return self._stores[authenticator].verify(credential)
+        provider, token = self._policy.providers.get(authenticator), _token(credential)
+        if provider is None or token is None:
+            return Invalid("this authenticator does not take this credential")
+        key = self._cache.key(authenticator, token)
+        cached = self._cache.get(key)
+        if cached is not None:
+            return cached
+        flight = self._async_flights.get(key)
+        if flight is not None:
+            return await asyncio.shield(flight)
+        flight = asyncio.get_running_loop().create_future()
+        self._async_flights[key] = flight
+        result: IdentityResult = Unavailable("the provider call was interrupted")
+        try:
+            result = await self._fetch(provider, token)
+            self._cache.put(key, result)
+        except Exception:
+            log.exception("identity lookup failed for provider %s", provider.name)
+            result = Unavailable("internal error while validating the token")
+        finally:
+            del self._async_flights[key]
+            flight.set_result(result)
+        _log_result(provider.name, result)
+        return result
+
+    async def _fetch(self, provider: ProviderPlan, token: str) -> IdentityResult:
+        endpoints = await self._endpoints_for(provider)
+        if isinstance(endpoints, Unavailable):
+            return endpoints
+        response = await self._client.send(userinfo_request(provider, endpoints.userinfo, token))
+        if isinstance(response, Unavailable):
+            return response
+        result = judge(provider, response, now())
+        audience_url = _audience_url(provider, endpoints)
+        if not isinstance(result, Identity) or audience_url is None:
+            return result
+        if isinstance(audience_url, Unavailable):
+            return audience_url
+        request = audience_request(provider.spec, audience_url, token)
+        return _with_audience(provider, result, await self._client.send(request))
+
+    async def _endpoints_for(self, provider: ProviderPlan) -> Endpoints | Unavailable:
+        spec = provider.spec
+        if spec.userinfo is not None:
+            return Endpoints(spec.userinfo, spec.audience_url)
+        if provider.name in self._endpoints:
+            return self._endpoints[provider.name]
+        assert spec.issuer is not None  # the checker requires one of the two
+        response = await self._client.send(discovery_request(spec.issuer))
+        return self._remember_endpoints(provider, response)
+
+    # --- sync ----------------------------------------------------------------------------------
+
+    def identify_sync(self, authenticator: str, credential: Credential) -> IdentityResult:
+        if authenticator in self._stores:
+            return self._stores[authenticator].verify(credential)
+        provider, token = self._policy.providers.get(authenticator), _token(credential)
+        if provider is None or token is None:
+            return Invalid("this authenticator does not take this credential")
+        key = self._cache.key(authenticator, token)
+        cached = self._cache.get(key)
+        if cached is not None:
+            return cached
+        with self._lock:
+            flight = self._sync_flights.get(key)
+            leader = flight is None
+            if flight is None:
+                flight = self._sync_flights[key] = _Flight()
+        if not leader:
+            flight.done.wait(self._timeout * 3 + 1)
+            return flight.result
+        try:
+            flight.result = self._fetch_sync(provider, token)
+            self._cache.put(key, flight.result)
+        except Exception:
+            log.exception("identity lookup failed for provider %s", provider.name)
+            flight.result = Unavailable("internal error while validating the token")
+        finally:
+            with self._lock:
+                del self._sync_flights[key]
+            flight.done.set()
+        _log_result(provider.name, flight.result)
+        return flight.result
+
+    def _fetch_sync(self, provider: ProviderPlan, token: str) -> IdentityResult:
+        return self._call_sync(provider, token)[2]
+
+    def _call_sync(
+        self, provider: ProviderPlan, token: str
+    ) -> tuple[str | None, Response | None, IdentityResult]:
+        """The userinfo call (and audience check): the URL, the raw response, the verdict."""
+        endpoints = self._endpoints_for_sync(provider)
+        if isinstance(endpoints, Unavailable):
+            return None, None, endpoints
+        request = userinfo_request(provider, endpoints.userinfo, token)
+        response = self._client.send_sync(request)
+        if isinstance(response, Unavailable):
+            return endpoints.userinfo, None, response
+        result = judge(provider, response, now())
+        audience_url = _audience_url(provider, endpoints)
+        if not isinstance(result, Identity) or audience_url is None:
+            return endpoints.userinfo, response, result
+        if isinstance(audience_url, Unavailable):
+            return endpoints.userinfo, response, audience_url
+        check = audience_request(provider.spec, audience_url, token)
+        return (
+            endpoints.userinfo,
+            response,
+            _with_audience(provider, result, self._client.send_sync(check)),
+        )
+
+    def _endpoints_for_sync(self, provider: ProviderPlan) -> Endpoints | Unavailable:
+        spec = provider.spec
+        if spec.userinfo is not None:
+            return Endpoints(spec.userinfo, spec.audience_url)
+        if provider.name in self._endpoints:
+            return self._endpoints[provider.name]
+        assert spec.issuer is not None
+        response = self._client.send_sync(discovery_request(spec.issuer))
+        return self._remember_endpoints(provider, response)
+
+    def inspect_sync(self, authenticator: str, token: str) -> Inspection:
+        """Ask a provider about `token` exactly as `identify_sync` would, without the cache,
+        and keep the raw response: what `policyauth userinfo` shows a person."""
+        url, response, result = self._call_sync(self._policy.providers[authenticator], token)
+        if response is None:
+            return Inspection(url, None, None, result)
+        document = parse_document(response) if response.status == 200 else None
+        shown = document if isinstance(document, dict) else None
+        return Inspection(url, response.status, shown, result)
+
+    # --- shared --------------------------------------------------------------------------------
+
+    def _remember_endpoints(
+        self, provider: ProviderPlan, response: Response | Unavailable
+    ) -> Endpoints | Unavailable:
+        """Discovery succeeds once per process; a failure is retried on the next request."""
+        if isinstance(response, Unavailable):
+            return response
+        assert provider.spec.issuer is not None
+        endpoints = judge_discovery(provider.spec.issuer, response)
+        if isinstance(endpoints, Endpoints):
+            self._endpoints[provider.name] = endpoints
+        return endpoints
+
+    def close(self) -> None:
+        self._client.close()
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
+def _token(credential: Credential) -> str | None:
+    return credential.token if isinstance(credential, BearerCredential) else None
+
+
+def _audience_url(provider: ProviderPlan, endpoints: Endpoints) -> str | Unavailable | None:
+    """Where to check the token's audience; None when no check is configured. A check that is
+    configured but has nowhere to go (an `oidc` issuer without introspection) fails closed."""
+    if provider.spec.audience is Audience.NONE:
+        return None
+    return endpoints.introspection or Unavailable("the issuer offers no introspection endpoint")
+
+
+def _with_audience(
+    provider: ProviderPlan, identity: Identity, response: Response | Unavailable
+) -> IdentityResult:
+    """The identity, if the provider confirms the token was issued to our client (rule 7)."""
+    if isinstance(response, Unavailable):
+        return response
+    verdict = judge_audience(provider.spec, response, now())
+    if isinstance(verdict, Invalid | Unavailable | Identity):
+        return verdict
+    lifetime = identity.lifetime if verdict is None else verdict
+    return Identity(identity.claims, lifetime=lifetime)
+
+
+def _log_result(provider: str, result: IdentityResult) -> None:
+    """Outcomes at DEBUG, outages at WARNING; never the token, never the claims."""
+    if isinstance(result, Unavailable):
+        log.warning("provider %s unavailable: %s", provider, result.detail)
+    elif isinstance(result, Invalid):
+        log.debug("provider %s refused a token: %s", provider, result.detail)
+    else:
+        log.debug("provider %s validated a token", provider)
