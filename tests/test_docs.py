@@ -98,7 +98,8 @@ def test_each_reference_example_loads_without_any_diagnostic(block: Block, tmp_p
 
 def test_the_whole_file_example_is_policies_confluence():
     (first,) = [b for b in blocks() if b.section == "A whole file"]
-    assert first.text == (ROOT / "policies" / "confluence.policy").read_text(encoding="utf-8")
+    example = ROOT / "tests" / "language" / "examples" / "confluence.policy"
+    assert first.text == example.read_text(encoding="utf-8")
 
 
 def _row(table_heading: str, preset: str) -> str:
