@@ -120,7 +120,8 @@ class Policy:
 def compile_policy(model: CheckedPolicy, warnings: Sequence[Diagnostic] = ()) -> Policy:
     """Turn a checked policy into a Policy; the model must be free of errors."""
     providers = {name: _provider(spec) for name, spec in model.providers.items()}
-    routes = tuple(_route(index, route, model) for index, route in enumerate(model.routes))
+    source = _Source(model)
+    routes = tuple(_route(index, route, model, source) for index, route in enumerate(model.routes))
     return Policy(
         file=model.file,
         settings=model.settings,
@@ -158,7 +159,7 @@ def _rule_refs(operand: ast.Operand) -> Any:
     return lambda facts: getattr(facts, attribute)
 
 
-def _route(index: int, route: ast.RouteDecl, model: CheckedPolicy) -> RoutePlan:
+def _route(index: int, route: ast.RouteDecl, model: CheckedPolicy, source: _Source) -> RoutePlan:
     methods = model.index.methods(index)
     text = (", ".join(m.text for m in route.methods) or "*") + " " + route.pattern.text
     params = tuple(
@@ -172,7 +173,7 @@ def _route(index: int, route: ast.RouteDecl, model: CheckedPolicy) -> RoutePlan:
     rules = tuple(
         RulePlan(
             rule.kind,
-            _rule_text(rule, model),
+            source.text_of(rule.span),
             rule.span,
             compile_expr(rule.condition, _rule_refs) if rule.condition is not None else None,
         )
@@ -191,16 +192,23 @@ def _route(index: int, route: ast.RouteDecl, model: CheckedPolicy) -> RoutePlan:
     )
 
 
-def _rule_text(rule: ast.Rule, model: CheckedPolicy) -> str:
-    """The rule's own source text, on one line, for traces and test failure messages."""
-    span = rule.span
-    lines = model.source.splitlines()[span.line - 1 : span.end_line]
-    if not lines:
-        return rule.kind.value
-    for comment in model.comments:  # comments between the lines of a long rule
-        if span.line <= comment.span.line < span.end_line:
-            index = comment.span.line - span.line
-            lines[index] = lines[index][: comment.span.column - 1]
-    lines[-1] = lines[-1][: span.end_column - 1]
-    lines[0] = lines[0][span.column - 1 :]
-    return " ".join(" ".join(lines).split())
+class _Source:
+    """The policy text, split once, with where each line's comment starts: rule texts are cut
+    from it for every rule of the policy, so nothing here may scan the whole text per rule."""
+
+    def __init__(self, model: CheckedPolicy) -> None:
+        self.lines = model.source.splitlines()
+        self.comment_at = {c.span.line: c.span.column for c in model.comments}
+
+    def text_of(self, span: Span) -> str:
+        """The source text of `span` on one line, without comments between its lines."""
+        lines = self.lines[span.line - 1 : span.end_line]
+        if not lines:
+            return ""
+        for offset in range(len(lines) - 1):
+            column = self.comment_at.get(span.line + offset)
+            if column is not None:
+                lines[offset] = lines[offset][: column - 1]
+        lines[-1] = lines[-1][: span.end_column - 1]
+        lines[0] = lines[0][span.column - 1 :]
+        return " ".join(" ".join(lines).split())

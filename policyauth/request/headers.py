@@ -24,9 +24,10 @@ def lower_ascii(text: str) -> str:
     HTTP header names and authentication schemes are case-insensitive in ASCII only.
     ``str.lower`` and ``str.casefold`` apply Unicode rules, under which, for example,
     U+212A KELVIN SIGN becomes ``k`` and U+017F LONG S folds to ``s``: a name that no server
-    treats as ``authorization`` or ``basic`` must not become one here.
+    treats as ``authorization`` or ``basic`` must not become one here. Pure ASCII text (every
+    real header name) takes ``str.lower``, which is the same there and ten times faster.
     """
-    return text.translate(_ASCII_LOWER)
+    return text.lower() if text.isascii() else text.translate(_ASCII_LOWER)
 
 
 def normalize_headers(

@@ -1,0 +1,381 @@
+"""How long `policyauth.loads` takes for 10 to 10,000 routes, where the time goes, and whether
+it grows linearly.
+
+A gateway loads its policy at start-up and on every reload, so a load that grows faster than
+the policy does turns a large policy into a slow deploy. This benchmark loads generated
+policies (benchmarks/_policies.py) of 10, 100, 1,000 and 10,000 routes and reports:
+
+- the median `policyauth.loads` time with the collector off (the work itself), its per-route
+  cost, and the growth from one size to the next divided by the growth in routes (1.00 is
+  linear);
+- the same load with the collector on, as an application sees it: the gap is what Python's
+  cyclic garbage collector charges for the objects a load allocates;
+- the split into the phases `loads` runs (parse, check, lint, compile), so that a phase that
+  grows faster than the others stands out;
+- two peers, run in the same process on the same routes: `json.loads` of an equivalent JSON
+  document (the floor for reading a configuration of that size in Python) and building a
+  Starlette `Router` (each `Route` compiles a regex; what a web application pays at start-up
+  for the same number of routes).
+
+Run `python benchmarks/compile.py` (about a minute and a half) or `--quick` (seconds, 10 and
+100 routes) as a smoke test; `--profile` adds a cProfile summary of a 1,000-route load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import policyauth
+from policyauth.compiler import compile_policy
+from policyauth.language.checker import check
+from policyauth.language.lints import lint
+from policyauth.language.parser import parse
+
+try:  # imported as `benchmarks.compile` from the project root
+    from benchmarks import _common, _policies
+except ImportError:  # run as a script: benchmarks/ itself is on sys.path
+    import _common  # type: ignore[no-redef, import-not-found]
+    import _policies  # type: ignore[no-redef, import-not-found]
+
+PHASES = ("parse", "check", "lint", "compile")
+POLICY_NAME = "bench.policy"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Sizes and how many runs each gets; every measurement also stops at `budget_s`."""
+
+    runs: dict[int, int]
+    budget_s: float
+    profile_size: int
+
+    @property
+    def sizes(self) -> list[int]:
+        return sorted(self.runs)
+
+
+FULL = Plan(runs={10: 30, 100: 15, 1_000: 5, 10_000: 3}, budget_s=30.0, profile_size=1_000)
+QUICK = Plan(runs={10: 3, 100: 3}, budget_s=2.0, profile_size=100)
+
+
+@dataclass(frozen=True)
+class SizeResult:
+    routes: int
+    text_bytes: int
+    json_bytes: int
+    loads: _common.Sample  # collector off
+    loads_gc: _common.Sample  # collector on
+    phases: dict[str, _common.Sample]
+    json_loads: _common.Sample
+    starlette: _common.Sample
+
+
+def load_in_phases(text: str) -> tuple[dict[str, int], policyauth.Policy]:
+    """One load done the way `policyauth.loader.analyze` does it, each phase timed alone
+    (less the sorting of diagnostics, of which a clean policy has none)."""
+    clock = time.perf_counter_ns
+    t0 = clock()
+    tree = parse(text, POLICY_NAME)
+    t1 = clock()
+    model, diagnostics = check(tree, source=text, env={})
+    t2 = clock()
+    diagnostics += lint(tree, model, source=text)
+    t3 = clock()
+    if model is None:
+        raise RuntimeError("the generated policy has errors")
+    policy = compile_policy(model, warnings=diagnostics)
+    t4 = clock()
+    return {"parse": t1 - t0, "check": t2 - t1, "lint": t3 - t2, "compile": t4 - t3}, policy
+
+
+def time_phases(
+    text: str, *, runs: int, budget_s: float
+) -> tuple[dict[str, _common.Sample], policyauth.Policy]:
+    """Phase times over up to `runs` loads (collector off), with the same budget rule as
+    `_common.time_runs`: stop when another load would likely overrun it. Also returns the
+    last Policy, so the caller can check what was loaded without paying for another load."""
+    found: dict[str, list[int]] = {name: [] for name in PHASES}
+    totals: list[int] = []
+    for _ in range(runs):
+        with _common.gc_paused():
+            times, policy = load_in_phases(text)
+        for name, ns in times.items():
+            found[name].append(ns)
+        totals.append(sum(times.values()))
+        if sum(totals) + max(totals) > budget_s * 1e9:
+            break
+    return {name: _common.Sample(tuple(ns)) for name, ns in found.items()}, policy
+
+
+def measure_size(routes: int, runs: int, budget_s: float) -> SizeResult:
+    specs = _policies.generate_routes(routes)
+    text = _policies.render_policy(specs)
+    document = _policies.render_json(specs)
+    phases, policy = time_phases(text, runs=runs, budget_s=budget_s)
+    if len(policy.routes) != routes or policy.warnings:  # a load with warnings is not the norm
+        raise RuntimeError(f"the generated {routes}-route policy does not load clean")
+
+    def load() -> object:
+        return policyauth.loads(text, POLICY_NAME, env={})
+
+    peer_runs = max(runs, 5)  # the peers are fast: more runs cost little and steady the median
+    return SizeResult(
+        routes=routes,
+        text_bytes=len(text.encode()),
+        json_bytes=len(document.encode()),
+        loads=_common.time_runs(load, runs=runs, budget_s=budget_s),
+        loads_gc=_common.time_runs(load, runs=runs, budget_s=budget_s, gc_off=False),
+        phases=phases,
+        json_loads=_common.time_runs(
+            lambda: json.loads(document), runs=peer_runs, budget_s=budget_s
+        ),
+        starlette=_common.time_runs(
+            lambda: _policies.build_starlette_router(specs), runs=peer_runs, budget_s=budget_s
+        ),
+    )
+
+
+def first_load_ns() -> tuple[int, bool]:
+    """The first 10-route load in this process, and whether the LALR parser was built by it
+    (a one-time cost per process that every later load skips)."""
+    cache_info = getattr(
+        getattr(sys.modules[parse.__module__], "_parser", None), "cache_info", None
+    )
+    cold = cache_info is not None and cache_info().currsize == 0
+    text = _policies.render_policy(_policies.generate_routes(10))
+    start = time.perf_counter_ns()
+    policyauth.loads(text, POLICY_NAME, env={})
+    return time.perf_counter_ns() - start, cold
+
+
+def profile_load(routes: int) -> str:
+    """cProfile of one load of `routes` routes."""
+    text = _policies.render_policy(_policies.generate_routes(routes))
+    return _common.profile(lambda: policyauth.loads(text, POLICY_NAME, env={}))
+
+
+# --- the report --------------------------------------------------------------------------------
+
+
+Pick = Callable[[SizeResult], float]
+
+
+def _growth(results: Sequence[SizeResult], pick: Pick) -> list[str]:
+    """Time ratio divided by route ratio from the previous size; 1.00 is linear."""
+    cells = ["-"]
+    for previous, current in itertools.pairwise(results):
+        route_ratio = current.routes / previous.routes
+        cells.append(f"{pick(current) / pick(previous) / route_ratio:.2f}")
+    return cells
+
+
+def _phase(name: str) -> Pick:
+    return lambda result: result.phases[name].median
+
+
+def _findings(results: Sequence[SizeResult]) -> list[str]:
+    """One line on linearity between the two largest sizes: the phases that grow more than
+    1.5 times faster than the route count (quadratic work shows as about 10) and take at
+    least 5% of the load; smaller phases over the line are named apart, as they cost little
+    and single runs of them are noisy."""
+    if len(results) < 2:
+        return []
+    previous, last = results[-2], results[-1]
+    route_ratio = last.routes / previous.routes
+    total = sum(last.phases[p].median for p in PHASES)
+    growth = {p: last.phases[p].median / previous.phases[p].median / route_ratio for p in PHASES}
+    over = [p for p in PHASES if growth[p] > 1.5]
+    major = [
+        f"{p} ({growth[p]:.2f}, {last.phases[p].median / total:.0%} of the load)"
+        for p in over
+        if last.phases[p].median >= 0.05 * total
+    ]
+    minor = [f"{p} ({growth[p]:.2f})" for p in over if last.phases[p].median < 0.05 * total]
+    span = f"from {previous.routes:,} to {last.routes:,} routes"
+    if not major:
+        line = f"**Finding:** the phases that matter grow about linearly {span}."
+    else:
+        line = (
+            f"**Finding:** superlinear growth {span} (time ratio over route ratio; 1.00 is "
+            f"linear, 10 quadratic): {', '.join(major)}."
+        )
+    if minor:
+        line += f" Also above 1.5 but under 5% of the load: {', '.join(minor)}."
+    return [line, ""]
+
+
+def tables(results: Sequence[SizeResult]) -> list[str]:
+    fmt = _common.format_ns
+    loads_growth = _growth(results, lambda r: r.loads.median)
+    loads_gc_growth = _growth(results, lambda r: r.loads_gc.median)
+    rows = [
+        [
+            f"{r.routes:,}",
+            f"{r.text_bytes / 1024:,.0f} KiB",
+            str(r.loads.count),
+            fmt(r.loads.median),
+            fmt(r.loads.p90),
+            fmt(r.loads.median / r.routes),
+            growth,
+            fmt(r.loads_gc.median),
+            growth_gc,
+        ]
+        for r, growth, growth_gc in zip(results, loads_growth, loads_gc_growth, strict=True)
+    ]
+    load_table = _common.markdown_table(
+        [
+            "routes",
+            "policy",
+            "runs",
+            "loads median",
+            "loads p90",
+            "per route",
+            "growth/route",
+            "loads, gc on",
+            "growth/route, gc on",
+        ],
+        rows,
+    )
+
+    phase_growth = {p: _growth(results, _phase(p)) for p in PHASES}
+    phase_rows = []
+    for i, r in enumerate(results):
+        total = sum(r.phases[p].median for p in PHASES)
+        cells = [f"{r.routes:,}", str(r.phases["parse"].count)]
+        for p in PHASES:
+            median = r.phases[p].median
+            cells.append(f"{fmt(median)} ({median / total:.0%})")
+        cells.append(fmt(total))
+        cells.append(" / ".join(phase_growth[p][i] for p in PHASES))
+        phase_rows.append(cells)
+    phase_table = _common.markdown_table(
+        ["routes", "runs", *PHASES, "sum", "growth/route parse / check / lint / compile"],
+        phase_rows,
+    )
+
+    peer_rows = []
+    for r in results:
+        peer_rows.append(
+            [
+                f"{r.routes:,}",
+                fmt(r.loads.median),
+                f"{fmt(r.json_loads.median)} ({r.json_bytes / 1024:,.0f} KiB)",
+                _common.format_ratio(r.loads.median / r.json_loads.median),
+                fmt(r.starlette.median),
+                _common.format_ratio(r.loads.median / r.starlette.median),
+            ]
+        )
+    peer_table = _common.markdown_table(
+        [
+            "routes",
+            "policyauth.loads",
+            "json.loads (same routes)",
+            "loads / json",
+            "Starlette Router build",
+            "loads / Starlette",
+        ],
+        peer_rows,
+    )
+    return [
+        *_findings(results),
+        "## policyauth.loads",
+        "",
+        "Median and p90 of whole loads, collector off; `per route` is the median over the "
+        "route count. `growth/route` is the time ratio to the previous size divided by the "
+        "route ratio (10x): 1.00 is linear, 10.00 would be quadratic. `loads, gc on` is the "
+        "same load with the collector running, as an application calls it.",
+        "",
+        load_table,
+        "",
+        "## Where the time goes",
+        "",
+        "The phases `loads` runs, timed one by one in the same loads (collector off): "
+        "parse (Lark LALR to the AST), check (semantic errors, the route index), lint "
+        "(warnings), compile (rule closures, the Plan). Percentages are of the sum.",
+        "",
+        phase_table,
+        "",
+        "## Peers, same process, same routes",
+        "",
+        "`json.loads` of the same policy as JSON (conditions as trees) is the floor for "
+        "reading that much configuration in Python; a Starlette `Router` with one `Route` "
+        "per route compiles one regex each. Ratios are policyauth over the peer, medians, "
+        "collector off.",
+        "",
+        peer_table,
+    ]
+
+
+def run(plan: Plan, *, profile: bool) -> tuple[list[str], str]:
+    first_ns, cold = first_load_ns()
+    for _ in range(3):  # warm-up: lazily built state, caches, specialised bytecode
+        measure_size(10, 1, 1.0)
+    results = []
+    for routes in plan.sizes:
+        started = time.perf_counter()
+        result = measure_size(routes, plan.runs[routes], plan.budget_s)
+        results.append(result)
+        print(
+            f"  {routes:>6,} routes: loads {_common.format_ns(result.loads.median)} "
+            f"({result.loads.count} runs, {time.perf_counter() - started:.1f} s)",
+            file=sys.stderr,
+        )
+    body = tables(results)
+    body += [
+        "",
+        "## First load in a process",
+        "",
+        f"The first 10-route load in this process took {_common.format_ns(first_ns)}"
+        + (
+            ", including building the LALR parser from the grammar (once per process)."
+            if cold
+            else " (the parser was already built, so this is not a cold start)."
+        ),
+    ]
+    if profile:
+        body += [
+            "",
+            f"## Profile of one {plan.profile_size:,}-route load",
+            "",
+            "cProfile, collector off, sorted by own time (`tottime`); cProfile slows calls "
+            "down, so compare rows with each other, not with the tables above.",
+            "",
+            "```",
+            profile_load(plan.profile_size),
+            "```",
+        ]
+    return body, "\n".join(tables(results))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the benchmark, print the tables, write the report; 0 on success."""
+    parser = argparse.ArgumentParser(
+        prog="benchmarks/compile.py", description=(__doc__ or "").split("\n")[0]
+    )
+    parser.add_argument("--quick", action="store_true", help="10 and 100 routes, a few runs")
+    parser.add_argument("--profile", action="store_true", help="add a cProfile of one load")
+    parser.add_argument("--report", help="report path (default: benchmarks/reports/compile.md)")
+    args = parser.parse_args(argv)
+    plan = QUICK if args.quick else FULL
+    body, printed = run(plan, profile=args.profile)
+    flags = [f for f, on in (("--quick", args.quick), ("--profile", args.profile)) if on]
+    path = _common.report_path(args.report, "compile", quick=args.quick)
+    _common.write_report(
+        path,
+        "Loading policies: policyauth.loads",
+        body,
+        command=" ".join(["python benchmarks/compile.py", *flags]),
+    )
+    print(printed)
+    print(f"\nreport: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
