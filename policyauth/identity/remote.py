@@ -89,6 +89,7 @@ class RemoteIdentitySource:
         self._stores = {name: TokenStore(spec.store) for name, spec in policy.tokens.items()}
         self._endpoints: dict[str, Endpoints] = {}  # provider -> what discovery found
         self._async_flights: dict[bytes, asyncio.Future[IdentityResult]] = {}
+        self._leaders: set[asyncio.Task[None]] = set()  # running calls, kept from the GC
         self._sync_flights: dict[bytes, _Flight] = {}
         self._lock = threading.Lock()
 
@@ -109,6 +110,20 @@ class RemoteIdentitySource:
             return await asyncio.shield(flight)
         flight = asyncio.get_running_loop().create_future()
         self._async_flights[key] = flight
+        # The call runs in its own task, so that the request which started it being cancelled
+        # (its client went away) does not fail every request waiting for the same answer.
+        task = asyncio.create_task(self._lead(key, provider, token, flight))
+        self._leaders.add(task)
+        task.add_done_callback(self._leaders.discard)
+        return await asyncio.shield(flight)
+
+    async def _lead(
+        self,
+        key: bytes,
+        provider: ProviderPlan,
+        token: str,
+        flight: asyncio.Future[IdentityResult],
+    ) -> None:
         result: IdentityResult = Unavailable("the provider call was interrupted")
         try:
             result = await self._fetch(provider, token)
@@ -120,7 +135,6 @@ class RemoteIdentitySource:
             del self._async_flights[key]
             flight.set_result(result)
         _log_result(provider.name, result)
-        return result
 
     async def _fetch(self, provider: ProviderPlan, token: str) -> IdentityResult:
         endpoints = await self._endpoints_for(provider)
@@ -164,6 +178,10 @@ class RemoteIdentitySource:
             flight = self._sync_flights.get(key)
             leader = flight is None
             if flight is None:
+                # A leader may have stored its answer and left since the lookup above.
+                cached = self._cache.get(key)
+                if cached is not None:
+                    return cached
                 flight = self._sync_flights[key] = _Flight()
         if not leader:
             flight.done.wait(self._timeout * 3 + 1)

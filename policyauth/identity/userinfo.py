@@ -18,6 +18,7 @@ import base64
 import json
 import logging
 import re
+import threading
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -335,8 +336,13 @@ class UserinfoClient:
     def __init__(self, timeout: float, transport: Any = None) -> None:
         _protect_logs()
         self._timeout = httpx.Timeout(timeout)
+        # httpx's timeout bounds each connect, read and write; a provider dripping its answer
+        # a byte at a time would never trip it. `timeout` is per call, so the whole call is
+        # bounded too (the sync client checks between the chunks of the body).
+        self._seconds = timeout
         self._transport = transport
         self._sync: httpx.Client | None = None
+        self._sync_lock = threading.Lock()  # two threads must not each build (and leak) one
         self._async: httpx.AsyncClient | None = None
         self._async_loop: asyncio.AbstractEventLoop | None = None
 
@@ -350,10 +356,10 @@ class UserinfoClient:
         }
 
     def send_sync(self, request: Request) -> Response | Unavailable:
-        if self._sync is None:
-            self._sync = httpx.Client(transport=self._transport, **self._options())
+        client = self._sync_client()
+        deadline = time.monotonic() + self._seconds
         try:
-            with self._sync.stream(
+            with client.stream(
                 request.method,
                 request.url,
                 headers=list(request.headers),
@@ -366,10 +372,12 @@ class UserinfoClient:
                     body += chunk
                     if len(body) > MAX_BODY:
                         raise _Oversized
+                    if time.monotonic() > deadline:
+                        raise TimeoutError
                 return Response(response.status_code, dict(response.headers), bytes(body))
         except _Oversized:
             return Unavailable("the provider's response is too large")
-        except httpx.TimeoutException:
+        except (httpx.TimeoutException, TimeoutError):
             return Unavailable("the provider timed out")
         except httpx.HTTPError as exc:
             return Unavailable(f"the provider could not be reached ({type(exc).__name__})")
@@ -377,14 +385,17 @@ class UserinfoClient:
     async def send(self, request: Request) -> Response | Unavailable:
         client = self._async_client()
         try:
-            async with client.stream(
-                request.method,
-                request.url,
-                headers=list(request.headers),
-                params=_query(request),
-                data=dict(request.form) or None,
-                content=request.body,
-            ) as response:
+            async with (
+                asyncio.timeout(self._seconds),
+                client.stream(
+                    request.method,
+                    request.url,
+                    headers=list(request.headers),
+                    params=_query(request),
+                    data=dict(request.form) or None,
+                    content=request.body,
+                ) as response,
+            ):
                 body = bytearray()
                 async for chunk in response.aiter_bytes():
                     body += chunk
@@ -393,7 +404,7 @@ class UserinfoClient:
                 return Response(response.status_code, dict(response.headers), bytes(body))
         except _Oversized:
             return Unavailable("the provider's response is too large")
-        except httpx.TimeoutException:
+        except (httpx.TimeoutException, TimeoutError):
             return Unavailable("the provider timed out")
         except httpx.HTTPError as exc:
             return Unavailable(f"the provider could not be reached ({type(exc).__name__})")
@@ -405,6 +416,12 @@ class UserinfoClient:
             self._async = httpx.AsyncClient(transport=self._transport, **self._options())
             self._async_loop = loop
         return self._async
+
+    def _sync_client(self) -> httpx.Client:
+        with self._sync_lock:
+            if self._sync is None:
+                self._sync = httpx.Client(transport=self._transport, **self._options())
+            return self._sync
 
     def close(self) -> None:
         if self._sync is not None:

@@ -176,7 +176,8 @@ PRESETS: dict[str, Preset] = {
                 ("user_id", "$['https://slack.com/user_id']"),
                 ("team_id", "$['https://slack.com/team_id']"),
             ),
-            token_prefix=("xoxp-",),
+            # User tokens; `xoxe.xoxp-` is the form of rotated (expiring) user tokens.
+            token_prefix=("xoxp-", "xoxe.xoxp-"),
         ),
         Preset(
             name="gitlab",
