@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -35,18 +36,26 @@ def test_the_policies_folder_holds_the_examples():
     } <= names
 
 
+def trailing_comments_padded_alike(text: str) -> str:
+    """Two spaces before every comment that follows code: `policyauth fmt` writes them so, where
+    the language page lines its trailing comments up in a column."""
+    return re.sub(r"(?<=\S) {2,}#", "  #", text)
+
+
 def as_on_the_page(text: str) -> str:
     """policies/confluence.policy less its one documented change: a placeholder default for
-    GOOGLE_CLIENT_ID, and the two comment lines that say so."""
+    GOOGLE_CLIENT_ID, and the two comment lines that say so (trailing comments padded alike)."""
     added = (
         "  # audience binding: the token must be issued to this client. The language page's "
         "example\n  # has no default; this copy has a placeholder so that it lints and loads "
         "anywhere.\n"
     )
     assert added in text
-    return text.replace(added, "").replace(
-        'env("GOOGLE_CLIENT_ID", "1234567890-atlassian.apps.googleusercontent.com")',
-        'env("GOOGLE_CLIENT_ID")     # audience binding: the token must be issued to this client',
+    return trailing_comments_padded_alike(
+        text.replace(added, "").replace(
+            'env("GOOGLE_CLIENT_ID", "1234567890-atlassian.apps.googleusercontent.com")',
+            'env("GOOGLE_CLIENT_ID")  # audience binding: the token must be issued to this client',
+        )
     )
 
 
@@ -55,7 +64,8 @@ def test_confluence_policy_is_the_language_page_example():
     against the page there); this copy differs only by its documented placeholder."""
     example = Path(__file__).parent / "language" / "examples" / "confluence.policy"
     policy = (POLICIES / "confluence.policy").read_text(encoding="utf-8")
-    assert as_on_the_page(policy) == example.read_text(encoding="utf-8")
+    page = example.read_text(encoding="utf-8")
+    assert as_on_the_page(policy) == trailing_comments_padded_alike(page)
 
 
 def test_lint_policies_exits_0(capsys: pytest.CaptureFixture[str]):

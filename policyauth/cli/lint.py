@@ -2,8 +2,8 @@
 
 Lint runs exactly what loading runs (policyauth.analyze), so a file that lints clean loads, and
 a file that fails to load says why here, with every problem at once rather than the first.
-Findings go to stdout (text or JSON); the one-line summary goes to stderr, so that a pipe
-or a JSON consumer sees findings only.
+Findings go to stdout (text, JSON, SARIF or GitHub annotations); the one-line summary goes to
+stderr, so that a pipe or a JSON consumer sees findings only.
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ from typing import Any
 import attrs
 
 from policyauth.cli import EXIT_NEGATIVE, EXIT_OK, Command, UsageError, err, out
+from policyauth.cli.github import annotation
+from policyauth.cli.sarif import to_sarif
 from policyauth.diagnostics import Diagnostic, PolicyError, sort_diagnostics
 from policyauth.loader import analyze, decode
 
@@ -31,6 +33,10 @@ load) and warnings (it loads but probably does not mean what it says).
 A folder stands for every *.policy file below it, in sorted order; folders whose names start
 with a dot are skipped. Token stores named by `store = "..."` resolve relative to the policy's
 folder, and env() values come from the environment.
+
+--format sarif writes a SARIF 2.1.0 log for GitHub code scanning (upload it with
+github/codeql-action/upload-sarif); --format github writes workflow commands that GitHub
+Actions shows as annotations on the lines they name.
 
 exit status: 0 no findings, 1 any error or warning, 2 usage or I/O error"""
 
@@ -52,9 +58,10 @@ def _configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--format",
-        choices=("text", "json"),
+        choices=("text", "json", "sarif", "github"),
         default="text",
-        help="text: each finding with its source line; json: one array of findings",
+        help="text: each finding with its source line; json: one array of findings; "
+        "sarif: a SARIF 2.1.0 log (GitHub code scanning); github: GitHub Actions annotations",
     )
 
 
@@ -66,6 +73,12 @@ def _run(args: argparse.Namespace) -> int:
         findings += lint_file(file, data)
     if args.format == "json":
         out(json.dumps([to_json(d) for d in findings], indent=2))
+    elif args.format == "sarif":
+        out(json.dumps(to_sarif(findings), indent=2))
+    elif args.format == "github":
+        for finding in findings:
+            out(annotation(finding))
+        err(summary(findings, len(files)))
     else:
         if findings:
             out("\n\n".join(d.render() for d in findings))

@@ -29,6 +29,8 @@ from policyauth.diagnostics import PolicyError
 # Subcommands, in the order `policyauth --help` lists them: modules of this package.
 COMMANDS: tuple[str, ...] = (
     "lint",
+    "fmt",
+    "test",
     "explain",
     "userinfo",
     "token",
