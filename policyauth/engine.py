@@ -19,7 +19,6 @@ from policyauth.request import normalize_headers
 
 log = logging.getLogger("policyauth.engine")
 
-log = logging.getLogger("policyauth.engine")
 
 HeadersIn = Mapping[str, str] | Iterable[tuple[str, str]] | Iterable[tuple[bytes, bytes]]
 

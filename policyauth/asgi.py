@@ -1,0 +1,127 @@
+"""Pure ASGI middleware: every HTTP request and WebSocket handshake goes through the engine.
+
+Pure ASGI (not Starlette's BaseHTTPMiddleware) so that streaming, background tasks and
+WebSockets behave exactly as without it, and so that it costs one function call per request.
+
+The decision is made on the raw request target (`raw_path` plus the query string), never on
+the decoded `path`: the canonicalizer must see `%2F`, `%2e` and friends to reject them (uvicorn
+decodes `%2F` into `/` in `path`). Under a mount (`root_path`), rules apply to the path relative
+to the mount, as the application's own routes do.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+from urllib.parse import quote
+
+from policyauth.compiler import Policy
+from policyauth.decision import Decision
+from policyauth.engine import Engine
+from policyauth.middleware import (
+    PolicyAuth,
+    PolicyUser,
+    below_mount,
+    build_engine,
+    denial_body,
+    denial_headers,
+    log,
+    log_decision,
+)
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class PolicyAuthMiddleware:
+    """`PolicyAuthMiddleware(app, engine=engine)` or `PolicyAuthMiddleware(app, policy="x.policy")`.
+
+    Denials (400, 401, 403, 503) are answered here with the decision's headers and a JSON body
+    `{"error": reason}`; allowed requests reach `app` with `scope["user"]` (a PolicyUser),
+    `scope["auth"]` (a PolicyAuth) and `scope["policyauth.decision"]`.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        engine: Engine | None = None,
+        *,
+        policy: str | os.PathLike[str] | Policy | None = None,
+    ) -> None:
+        self.app = app
+        self.engine = build_engine(engine, policy)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        method = scope.get("method", "GET") if kind == "http" else "GET"
+        try:
+            decision = await self.engine.authorize(method, request_target(scope), scope["headers"])
+        except Exception:
+            log.exception("policyauth failed to decide %s %s", method, scope.get("path"))
+            await _fail(scope, send)
+            return
+        if not decision.allowed:
+            log_decision(decision, method)
+            await _deny(scope, receive, send, decision)
+            return
+        scope["user"] = PolicyUser(decision.principal)
+        scope["auth"] = PolicyAuth(decision)
+        scope["policyauth.decision"] = decision
+        await self.app(scope, receive, send)
+
+
+def request_target(scope: Scope) -> str:
+    """The raw, application-relative request target: `raw_path` less `root_path`, plus query.
+
+    Servers give `raw_path` as bytes exactly as received; without it (some servers omit it) the
+    decoded `path` is re-encoded, which is what the application will route on anyway. The
+    mount point is removed as routers match it, on the decoded path (`below_mount`).
+    """
+    raw = scope.get("raw_path")
+    path = raw.decode("latin-1") if raw else quote(scope.get("path", "/"), safe="/:@!$&'()*+,;=~")
+    root = scope.get("root_path", "")
+    if root:
+        path = below_mount(path, root, encoding="utf-8")
+    query = scope.get("query_string", b"")
+    return path + ("?" + query.decode("latin-1") if query else "")
+
+
+async def _deny(scope: Scope, receive: Receive, send: Send, decision: Decision) -> None:
+    headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in denial_headers(decision)]
+    body = denial_body(decision)
+    if scope["type"] == "http":
+        await send({"type": "http.response.start", "status": decision.status, "headers": headers})
+        # No body for HEAD (as Starlette's responses do): not every server drops it.
+        await send({"type": "http.response.body", "body": b"" if _is_head(scope) else body})
+        return
+    # A refused WebSocket handshake: an HTTP response where the server supports it (the
+    # "websocket.http.response" extension), else a close before accept (servers send 403).
+    if "websocket.http.response" in scope.get("extensions", {}):
+        await send(
+            {"type": "websocket.http.response.start", "status": decision.status, "headers": headers}
+        )
+        await send({"type": "websocket.http.response.body", "body": body})
+    else:
+        await send({"type": "websocket.close", "code": 1008})
+
+
+async def _fail(scope: Scope, send: Send) -> None:
+    """An unexpected error decides nothing: the request is refused (fail closed)."""
+    if scope["type"] == "websocket":
+        await send({"type": "websocket.close", "code": 1011})
+        return
+    body = b'{"error": "internal_error"}'
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+    await send({"type": "http.response.start", "status": 500, "headers": headers})
+    await send({"type": "http.response.body", "body": b"" if _is_head(scope) else body})
+
+
+def _is_head(scope: Scope) -> bool:
+    return scope.get("method") == "HEAD"

@@ -1,0 +1,139 @@
+"""What the ASGI and WSGI middleware share: building the engine, the principal objects handlers
+see, and the response a denial becomes.
+
+The body of a denial is deliberately small (`{"error": "<reason>"}`): the reason codes are
+public (RFC 6750 error codes and policyauth's own), the message, the rule and the route are not,
+since they describe the policy to whoever probes it. Integrations log those instead.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import unquote_to_bytes
+
+from policyauth.compiler import Policy
+from policyauth.decision import Decision, Principal
+from policyauth.engine import Engine
+from policyauth.loader import load
+
+log = logging.getLogger("policyauth.middleware")
+
+
+def build_engine(engine: Engine | None, policy: str | os.PathLike[str] | Policy | None) -> Engine:
+    """The engine a middleware uses: the one given, or one built for a policy (file or value)."""
+    if (engine is None) == (policy is None):
+        raise TypeError("give exactly one of `engine=` or `policy=`")
+    if engine is not None:
+        return engine
+    assert policy is not None
+    return Engine(policy if isinstance(policy, Policy) else load(policy))
+
+
+class PolicyUser:
+    """The caller, as `request.user` (Starlette's BaseUser interface, without importing it)."""
+
+    def __init__(self, principal: Principal | None) -> None:
+        self.principal = principal
+
+    @property
+    def is_authenticated(self) -> bool:
+        return self.principal is not None
+
+    @property
+    def display_name(self) -> str:
+        return self.principal.username if self.principal else ""
+
+    @property
+    def identity(self) -> str:
+        return self.display_name
+
+    @property
+    def username(self) -> str:
+        return self.display_name
+
+    @property
+    def groups(self) -> tuple[str, ...]:
+        return self.principal.groups if self.principal else ()
+
+    @property
+    def provider(self) -> str | None:
+        return self.principal.provider if self.principal else None
+
+    @property
+    def claims(self) -> Mapping[str, Any]:
+        return self.principal.claims if self.principal else {}
+
+    def __repr__(self) -> str:
+        return f"PolicyUser({self.display_name!r})" if self.principal else "PolicyUser(anonymous)"
+
+
+class PolicyAuth:
+    """`request.auth`: Starlette's AuthCredentials shape (`scopes` are the caller's groups),
+    plus the whole decision for handlers that want the route or rule."""
+
+    def __init__(self, decision: Decision) -> None:
+        self.decision = decision
+        self.scopes = list(decision.principal.groups) if decision.principal else []
+
+
+def below_mount(path: str, root: str, *, encoding: str) -> str:
+    """The raw `path` less the mount point `root`, when the server or router put it below it.
+
+    `path` is raw (percent-encoded, one character per byte); `root` (ASGI `root_path`, WSGI
+    `SCRIPT_NAME`) is decoded, because servers and routers match mounts on the decoded path:
+    Starlette's `Mount("/api")` and waitress's `url_prefix` both take `/%61pi/x` as `/x` below
+    `/api`. So the raw segments are decoded once, one by one, and compared with the root's
+    segments (`encoding` is how the server turned the root's bytes into text: UTF-8 for ASGI,
+    latin-1 for WSGI). A comparison of raw text would leave `/%61pi/x` whole, and rules would
+    then see `/api/x` while the application serves `/x`. A path that is not below the root is
+    returned unchanged (what the application routes on then is the whole path); one whose
+    segment decodes to a `/` never matches a root segment, and reaches the canonicalizer
+    whole, which rejects the encoded separator.
+    """
+    wanted = root.rstrip("/").split("/")[1:]
+    if not wanted:
+        return path
+    segments = path.split("/")
+    if segments[0] != "" or len(segments) <= len(wanted):
+        return path
+    for raw, segment in zip(segments[1:], wanted, strict=False):
+        try:
+            if unquote_to_bytes(raw.encode("latin-1")) != segment.encode(encoding):
+                return path
+        except UnicodeEncodeError:
+            return path
+    return "/" + "/".join(segments[len(wanted) + 1 :])
+
+
+def denial_body(decision: Decision) -> bytes:
+    return json.dumps({"error": str(decision.reason)}).encode()
+
+
+def denial_headers(decision: Decision) -> list[tuple[str, str]]:
+    body = denial_body(decision)
+    return [
+        ("content-type", "application/json"),
+        ("content-length", str(len(body))),
+        ("cache-control", "no-store"),
+        *decision.headers,
+    ]
+
+
+def log_decision(decision: Decision, method: str) -> None:
+    """Denials at INFO with the reason and the deciding rule; never credentials."""
+    if decision.allowed:
+        return
+    where = f" rule {decision.rule}" if decision.rule else ""
+    log.info(
+        "%s %s -> %d %s%s: %s",
+        method,
+        decision.route_text or "-",
+        decision.status,
+        decision.reason,
+        where,
+        decision.message,
+    )

@@ -1,0 +1,117 @@
+"""WSGI middleware: the same decisions as the ASGI middleware, for synchronous servers.
+
+The request target is taken raw where the server provides it (`RAW_URI` from gunicorn,
+`REQUEST_URI` from waitress and others), so that encoded separators and dot segments reach the
+canonicalizer; otherwise it is rebuilt from `PATH_INFO`, which is what the application routes
+on. Rules apply to the path below `SCRIPT_NAME`, as the application's own routes do.
+
+WSGI has no list of headers: servers fold repeated headers into one value joined by commas, so
+two `Authorization` headers arrive as one value with a comma, which the credential parser
+rejects (security case A12/A13) instead of picking one.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from typing import Any
+from urllib.parse import quote
+
+from policyauth.compiler import Policy
+from policyauth.engine import Engine
+from policyauth.middleware import (
+    PolicyAuth,
+    PolicyUser,
+    below_mount,
+    build_engine,
+    denial_body,
+    denial_headers,
+    log,
+    log_decision,
+)
+
+Environ = dict[str, Any]
+StartResponse = Callable[..., Any]
+WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
+
+_STATUS_LINES = {
+    400: "400 Bad Request",
+    401: "401 Unauthorized",
+    403: "403 Forbidden",
+    500: "500 Internal Server Error",
+    503: "503 Service Unavailable",
+}
+_SAFE = "/:@!$&'()*+,;=~"
+
+
+class PolicyAuthMiddleware:
+    """`PolicyAuthMiddleware(app, engine=engine)` or `PolicyAuthMiddleware(app, policy=...)`.
+
+    Allowed requests reach `app` with `environ["policyauth.user"]` (a PolicyUser),
+    `environ["policyauth.auth"]` (a PolicyAuth, with the decision) and `REMOTE_USER`.
+    """
+
+    def __init__(
+        self,
+        app: WSGIApp,
+        engine: Engine | None = None,
+        *,
+        policy: str | os.PathLike[str] | Policy | None = None,
+    ) -> None:
+        self.app = app
+        self.engine = build_engine(engine, policy)
+
+    def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        method = environ.get("REQUEST_METHOD", "GET")
+        try:
+            decision = self.engine.authorize_sync(
+                method, request_target(environ), request_headers(environ)
+            )
+        except Exception:
+            log.exception("policyauth failed to decide %s %s", method, environ.get("PATH_INFO"))
+            body = b'{"error": "internal_error"}'
+            start_response(
+                _STATUS_LINES[500],
+                [("Content-Type", "application/json"), ("Content-Length", str(len(body)))],
+            )
+            return [] if method == "HEAD" else [body]
+        if not decision.allowed:
+            log_decision(decision, method)
+            status = _STATUS_LINES.get(decision.status, f"{decision.status} Denied")
+            start_response(status, denial_headers(decision))
+            # A response to HEAD has no body, and WSGI servers (waitress) send what they are
+            # given: a body here would be read by the client as the next response.
+            return [] if method == "HEAD" else [denial_body(decision)]
+        environ["policyauth.user"] = PolicyUser(decision.principal)
+        environ["policyauth.auth"] = PolicyAuth(decision)
+        environ["policyauth.decision"] = decision
+        if decision.principal is not None:
+            environ["REMOTE_USER"] = decision.principal.username
+        return self.app(environ, start_response)
+
+
+def request_target(environ: Environ) -> str:
+    """The raw, application-relative request target: the raw path less `SCRIPT_NAME`."""
+    script = str(environ.get("SCRIPT_NAME", ""))
+    raw = str(environ.get("RAW_URI") or environ.get("REQUEST_URI") or "")
+    if raw:
+        path, _, query = raw.partition("?")
+        if script:
+            path = below_mount(path, script, encoding="latin-1")
+    else:
+        # PATH_INFO is decoded (as latin-1 text of the raw bytes): encode it back.
+        decoded = str(environ.get("PATH_INFO", "") or "/")
+        path = quote(decoded.encode("latin-1", "replace"), safe=_SAFE)
+        query = str(environ.get("QUERY_STRING", ""))
+    return path + ("?" + query if query else "")
+
+
+def request_headers(environ: Environ) -> list[tuple[str, str]]:
+    """Headers back from the environ: `HTTP_X_Y` is header `x-y`; content headers too."""
+    headers = []
+    for key, value in environ.items():
+        if key.startswith("HTTP_"):
+            headers.append((key[5:].replace("_", "-").lower(), value))
+        elif key in ("CONTENT_TYPE", "CONTENT_LENGTH") and value:
+            headers.append((key.replace("_", "-").lower(), value))
+    return headers
