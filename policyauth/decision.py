@@ -66,9 +66,17 @@ class Decision:
     rule: Span | None = None
     principal: Principal | None = None
     headers: tuple[tuple[str, str], ...] = ()
-    trace: tuple[RuleTrace, ...] = ()
+    # The rules evaluated, as plain tuples (kind, text, span, outcome, detail): building
+    # RuleTrace values on every request would cost more than evaluating the rules; `trace`
+    # builds them when someone reads it (explain, policy tests, logs).
+    steps: tuple[tuple[str, str, Span, Outcome, str], ...] = attrs.field(default=(), repr=False)
     route_text: str | None = None  # `GET /a/{id}`, for logs and `explain`
 
     @property
     def allowed(self) -> bool:
         return self.status == 200
+
+    @property
+    def trace(self) -> tuple[RuleTrace, ...]:
+        """Each rule the evaluator ran, in order, with its outcome."""
+        return tuple(RuleTrace(*step) for step in self.steps)

@@ -12,12 +12,13 @@ from collections.abc import Iterable, Mapping
 
 from policyauth.compiler import Policy
 from policyauth.decision import Decision
-from policyauth.evaluator import Pending, finish, prepare
+from policyauth.evaluator import Located, Pending, finish, locate, prepare
 from policyauth.identity.remote import RemoteIdentitySource
 from policyauth.identity.source import IdentityResult, IdentitySource, Invalid, Unavailable
 from policyauth.request import normalize_headers
 
 log = logging.getLogger("policyauth.engine")
+_LOCATED_SIZE = 4096  # recent (method, target) pairs whose canonical form and route are kept
 
 
 HeadersIn = Mapping[str, str] | Iterable[tuple[str, str]] | Iterable[tuple[bytes, bytes]]
@@ -41,6 +42,7 @@ class Engine:
         identities: IdentitySource | None = None,
     ) -> None:
         self.policy = policy
+        self._located: dict[tuple[str, str], Located] = {}
         self._remote = RemoteIdentitySource(policy, transport) if identities is None else None
         self._identities: IdentitySource = (
             identities if identities is not None else self._remote  # type: ignore[assignment]
@@ -48,7 +50,8 @@ class Engine:
 
     async def authorize(self, method: str, target: str, headers: HeadersIn = ()) -> Decision:
         """Decide one request; `target` is the raw request target (`/a/b?x=1`)."""
-        step = prepare(self.policy, method, target, normalize_headers(headers))
+        normalized = normalize_headers(headers)
+        step = prepare(self.policy, method, target, normalized, self._locate(method, target))
         if not isinstance(step, Pending):
             return step
         outcome: IdentityResult | None = None
@@ -65,7 +68,8 @@ class Engine:
 
     def authorize_sync(self, method: str, target: str, headers: HeadersIn = ()) -> Decision:
         """The same decision as `authorize`, for synchronous servers (WSGI)."""
-        step = prepare(self.policy, method, target, normalize_headers(headers))
+        normalized = normalize_headers(headers)
+        step = prepare(self.policy, method, target, normalized, self._locate(method, target))
         if not isinstance(step, Pending):
             return step
         outcome: IdentityResult | None = None
@@ -79,6 +83,19 @@ class Engine:
             outcome = outcome or result
         assert outcome is not None  # `authenticators` is never empty
         return finish(self.policy, step, step.authenticators[0], outcome)
+
+    def _locate(self, method: str, target: str) -> Located:
+        """`locate`, remembered for recent targets: canonicalizing a target and finding its
+        route are pure, and most traffic repeats its targets. Bounded: the memory is emptied
+        when full, so a flood of distinct targets costs no more than no memory at all."""
+        key = (method, target)
+        found = self._located.get(key)
+        if found is None:
+            found = locate(self.policy, method, target)
+            if len(self._located) >= _LOCATED_SIZE:
+                self._located.clear()
+            self._located[key] = found
+        return found
 
     def close(self) -> None:
         if self._remote is not None:

@@ -9,24 +9,29 @@ re-implement any of it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import attrs
 
 from policyauth.compiler import Facts, Policy, RoutePlan
 from policyauth.compiler.expressions import RuleError
-from policyauth.decision import Decision, Outcome, Principal, Reason, RuleTrace
-from policyauth.identity.source import Credential, Identity, IdentityResult, Invalid
+from policyauth.decision import Decision, Outcome, Principal, Reason
+from policyauth.diagnostics import Span
+from policyauth.identity.source import (
+    Credential,
+    Identity,
+    IdentityResult,
+    Invalid,
+)
 from policyauth.identity.tokens import TOKEN_PREFIX
-from policyauth.language.ast import RuleKind
 from policyauth.request import (
     BasicCredential,
     CanonicalRequest,
     Headers,
     NoCredentials,
     Rejection,
-    canonicalize,
+    canonical_target,
+    header_problem,
     read_credentials,
 )
 
@@ -46,12 +51,38 @@ class Pending:
     credential: Credential = attrs.field(repr=False)
 
 
-def prepare(policy: Policy, method: str, target: str, headers: Headers) -> Decision | Pending:
-    """Steps 1 to 5: a Decision when one is already certain, else what to validate."""
-    request = canonicalize(method, target, headers, max_path=policy.settings.max_path)
+Located = tuple[CanonicalRequest, RoutePlan | None] | Rejection
+
+
+def locate(policy: Policy, method: str, target: str) -> Located:
+    """Steps 1 (the target) and 2: the canonical request and its first matching route.
+
+    A pure function of the policy, the method and the raw target, so the engine remembers its
+    answers for recent targets; the header checks of step 1 are made per request in `prepare`.
+    """
+    request = canonical_target(method, target, max_path=policy.settings.max_path)
     if isinstance(request, Rejection):
-        return Decision(400, Reason.MALFORMED_REQUEST, request.detail)
-    route = policy.route_for(request.method, request.segments)
+        return request
+    return request, policy.route_for(request.method, request.segments)
+
+
+def prepare(
+    policy: Policy,
+    method: str,
+    target: str,
+    headers: Headers,
+    located: Located | None = None,
+) -> Decision | Pending:
+    """Steps 1 to 5: a Decision when one is already certain, else what to validate.
+
+    `located` is `locate(policy, method, target)` when the caller already has it."""
+    if located is None:
+        located = locate(policy, method, target)
+    rejection = located if isinstance(located, Rejection) else header_problem(headers)
+    if rejection is not None:
+        return Decision(400, Reason.MALFORMED_REQUEST, rejection.detail)
+    assert not isinstance(located, Rejection)
+    request, route = located
     if route is None:
         return Decision(
             403, Reason.NO_ROUTE, f"no route matches {request.method} {_shown(request)}"
@@ -112,24 +143,14 @@ def finish(
         return invalid_token(policy, route, result.detail)
     if not isinstance(result, Identity):
         return _decided(route, 503, Reason.PROVIDER_UNAVAILABLE, result.detail)
-    principal = principal_from(authenticator, result.claims)
+    principal = result.principal(authenticator)
     if principal is None:
         return invalid_token(policy, route, "the identity has no usable `username`")
-    return evaluate_rules(route, pending.request, principal)
-
-
-def principal_from(authenticator: str, claims: Mapping[str, Any]) -> Principal | None:
-    """The principal for validated claims; None when `username` is missing or not a name."""
-    username = claims.get("username")
-    if isinstance(username, int) and not isinstance(username, bool):
-        username = str(username)  # GitHub and Facebook ids are numbers
-    if not isinstance(username, str) or not username:
-        return None
-    groups = claims.get("groups")
-    if isinstance(groups, str):
-        groups = [groups]
-    names = tuple(g for g in groups if isinstance(g, str)) if isinstance(groups, list) else ()
-    return Principal(authenticator, username, names, dict(claims))
+    request = pending.request
+    # Rules are pure functions of the principal and the request's method and path, so a cached
+    # identity remembers its recent decisions (every header check above still ran).
+    key = (authenticator, route.index, request.method, request.path)
+    return result.derived(key, lambda: evaluate_rules(route, request, principal))
 
 
 def evaluate_rules(route: RoutePlan, request: CanonicalRequest, principal: Principal) -> Decision:
@@ -143,31 +164,27 @@ def evaluate_rules(route: RoutePlan, request: CanonicalRequest, principal: Princ
         request.path,
         route.capture(request.segments),
     )
-    trace: list[RuleTrace] = []
-    for rule in route.rules:
-        if rule.kind is not RuleKind.DENY or rule.test is None:
-            continue
+    steps: list[tuple[str, str, Span, Outcome, str]] = []
+    for rule in route.denies:
         outcome, detail = _run(rule.test, facts)
-        trace.append(RuleTrace("deny", rule.text, rule.span, outcome, detail))
+        steps.append(("deny", rule.text, rule.span, outcome, detail))
         if outcome is not Outcome.FALSE:
             message = (
                 "a deny rule holds" if outcome is Outcome.TRUE else f"a deny rule errored: {detail}"
             )
-            return _decided(route, 403, Reason.DENIED, message, rule.span, principal, trace=trace)
-    for rule in route.rules:
-        if rule.kind is not RuleKind.ALLOW:
-            continue
+            return _decided(route, 403, Reason.DENIED, message, rule.span, principal, steps=steps)
+    for rule in route.allows:
         if rule.test is None:
             outcome, detail = Outcome.TRUE, ""
         else:
             outcome, detail = _run(rule.test, facts)
-        trace.append(RuleTrace("allow", rule.text, rule.span, outcome, detail))
+        steps.append(("allow", rule.text, rule.span, outcome, detail))
         if outcome is Outcome.TRUE:
             return _decided(
-                route, 200, Reason.ALLOWED, "an allow rule holds", rule.span, principal, trace=trace
+                route, 200, Reason.ALLOWED, "an allow rule holds", rule.span, principal, steps=steps
             )
     return _decided(
-        route, 403, Reason.NOT_ALLOWED, "no allow rule holds", None, principal, trace=trace
+        route, 403, Reason.NOT_ALLOWED, "no allow rule holds", None, principal, steps=steps
     )
 
 
@@ -197,10 +214,18 @@ def _decided(
     principal: Principal | None = None,
     *,
     headers: tuple[tuple[str, str], ...] = (),
-    trace: list[RuleTrace] | tuple[RuleTrace, ...] = (),
+    steps: list[tuple[str, str, Span, Outcome, str]] | None = None,
 ) -> Decision:
     return Decision(
-        status, reason, message, route.span, rule, principal, headers, tuple(trace), route.text
+        status,
+        reason,
+        message,
+        route.span,
+        rule,
+        principal,
+        headers,
+        tuple(steps) if steps else (),
+        route.text,
     )
 
 

@@ -187,8 +187,12 @@ def _compare(expr: ast.Compare, refs: Refs) -> Test:
         negate = op is ast.CompareOp.NE
 
         def equal(facts: Any) -> bool:
-            a = _scalar(left(facts), left_name)
-            b = _scalar(right(facts), right_name)
+            a = left(facts)
+            b = right(facts)
+            if type(a) is str and type(b) is str:  # the common case, without type dispatch
+                return (a == b) != negate
+            a = _scalar(a, left_name)
+            b = _scalar(b, right_name)
             if json_type(a) != json_type(b):
                 # `level == 0` against "0": a value of the wrong type is an error, not "not
                 # equal", so that a deny with `==` or `!=` holds rather than silently passes.
@@ -202,8 +206,12 @@ def _compare(expr: ast.Compare, refs: Refs) -> Test:
         negate = op is ast.CompareOp.NOT_IN
 
         def member(facts: Any) -> bool:
-            item = _scalar(left(facts), left_name)
+            item = left(facts)
             container = right(facts)
+            if type(item) is str and type(container) is list:
+                # Only a string equals a string, so plain membership is the strict one here.
+                return (item in container) != negate
+            item = _scalar(item, left_name)
             if not isinstance(container, list | tuple):
                 kind = json_type(container)
                 raise RuleError(

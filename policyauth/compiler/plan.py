@@ -60,6 +60,15 @@ class RoutePlan:
     tokens: tuple[str, ...]  # API token stores, in `auth` order
     rules: tuple[RulePlan, ...]
     params: tuple[tuple[int, str], ...]  # (segment position, name) for each `{name}`
+    # The rules split by kind once, at load time, for the evaluator's deny-then-allow pass.
+    denies: tuple[RulePlan, ...] = attrs.field(init=False, eq=False, repr=False)
+    allows: tuple[RulePlan, ...] = attrs.field(init=False, eq=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        deny = tuple(r for r in self.rules if r.kind is ast.RuleKind.DENY and r.test is not None)
+        allow = tuple(r for r in self.rules if r.kind is ast.RuleKind.ALLOW)
+        object.__setattr__(self, "denies", deny)
+        object.__setattr__(self, "allows", allow)
 
     @property
     def authenticators(self) -> tuple[str, ...]:

@@ -8,13 +8,18 @@ answer other than Identity as a denial: invalid is 401, unavailable is 503.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, Protocol
+import types
+from collections.abc import Callable, Hashable, Mapping
+from typing import Any, Protocol, TypeVar
 
 import attrs
 
 from policyauth.compiler import Policy
+from policyauth.decision import Principal
 from policyauth.request import BasicCredential, BearerCredential
+
+T = TypeVar("T")
+_DERIVED_SIZE = 64  # values per identity: its principal and recent (route, method, path) decisions
 
 
 @attrs.frozen
@@ -27,6 +32,27 @@ class Identity:
 
     claims: Mapping[str, Any] = attrs.field(repr=False)
     lifetime: float | None = None
+    # Values computed from this identity alone (its principal, its decisions), kept with it: a
+    # cached identity serves many requests, and making the same values again for each of them
+    # would be wasted work on the request path. They live and die with the identity, so an
+    # expired or evicted identity takes them along.
+    _derived: dict[Hashable, Any] = attrs.field(factory=dict, init=False, eq=False, repr=False)
+
+    def derived(self, key: Hashable, make: Callable[[], T]) -> T:
+        """`make()`, remembered under `key` for this identity (a bounded memory)."""
+        try:
+            return self._derived[key]  # type: ignore[no-any-return]
+        except KeyError:
+            pass
+        value = make()
+        if len(self._derived) >= _DERIVED_SIZE:
+            self._derived.clear()
+        self._derived[key] = value
+        return value
+
+    def principal(self, authenticator: str) -> Principal | None:
+        """The caller as `authenticator` vouches for them; None without a usable username."""
+        return self.derived(authenticator, lambda: principal_from(authenticator, self.claims))
 
 
 @attrs.frozen
@@ -87,3 +113,20 @@ class StaticIdentitySource:
         if not provider.accepts(document):
             return Invalid("the response does not meet the provider's `success` condition")
         return Identity(provider.claims_from(document))
+
+
+def principal_from(authenticator: str, claims: Mapping[str, Any]) -> Principal | None:
+    """The principal for validated claims; None when `username` is missing or not a name."""
+    username = claims.get("username")
+    if isinstance(username, int) and not isinstance(username, bool):
+        username = str(username)  # GitHub and Facebook ids are numbers
+    if not isinstance(username, str) or not username:
+        return None
+    groups = claims.get("groups")
+    if isinstance(groups, str):
+        groups = [groups]
+    names = tuple(g for g in groups if isinstance(g, str)) if isinstance(groups, list) else ()
+    # A read-only view, not a copy: a cached identity's claims are shared by its requests, and
+    # no handler may change them for the next one.
+    view = claims if isinstance(claims, types.MappingProxyType) else types.MappingProxyType(claims)
+    return Principal(authenticator, username, names, view)

@@ -85,9 +85,11 @@ class RouteIndex:
         count = len(segments)
         while stack:
             node, depth = stack.pop()
-            best = self._first(node.rest, method, best)
+            if node.rest:
+                best = self._first(node.rest, method, best)
             if depth == count:
-                best = self._first(node.end, method, best)
+                if node.end:
+                    best = self._first(node.end, method, best)
                 continue
             segment = segments[depth]
             child = node.literal.get(segment)

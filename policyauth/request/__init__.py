@@ -7,7 +7,14 @@ anything ambiguous), then :func:`read_credentials` (a 400 ``invalid_request`` fo
 but one well-formed credential).
 """
 
-from policyauth.request.canonical import CanonicalRequest, Rejection, canonicalize, encode_path
+from policyauth.request.canonical import (
+    CanonicalRequest,
+    Rejection,
+    canonical_target,
+    canonicalize,
+    encode_path,
+    header_problem,
+)
 from policyauth.request.credentials import (
     BasicCredential,
     BearerCredential,
@@ -25,8 +32,10 @@ __all__ = [
     "Headers",
     "NoCredentials",
     "Rejection",
+    "canonical_target",
     "canonicalize",
     "encode_path",
+    "header_problem",
     "normalize_headers",
     "read_credentials",
 ]

@@ -99,30 +99,51 @@ def canonicalize(
     first ``?`` and kept raw. ``max_path`` bounds the decoded path in bytes; raw targets over
     four times that are refused before any other work. Never raises on str input.
     """
-    problem = (
-        _length_problem(target, max_path)
-        or _method_problem(method)
-        or _header_problem(headers)
-        or _form_problem(target)
-    )
+    problem = _length_problem(target, max_path) or _method_problem(method)
+    if problem is None:
+        problem = _header_problem(headers)
+    if problem is not None:
+        return _malformed(problem)
+    return canonical_target(method, target, max_path=max_path)
+
+
+def header_problem(headers: Headers) -> Rejection | None:
+    """The header half of `canonicalize`: method overrides and underscore aliases."""
+    problem = _header_problem(headers)
+    return None if problem is None else _malformed(problem)
+
+
+def canonical_target(
+    method: str, target: str, *, max_path: int = 8192
+) -> CanonicalRequest | Rejection:
+    """The target half of `canonicalize`: a pure function of the method and the raw target,
+    so that a caller may remember its answers (the engine does, for recent targets)."""
+    problem = _length_problem(target, max_path) or _method_problem(method) or _form_problem(target)
     if problem is not None:
         return _malformed(problem)
     raw_path, _, query = target.partition("?")
-    if "_method" in query_names(query):
+    if query_may_name(query, "_method") and "_method" in query_names(query):
         return _malformed("method override parameter `_method` in the query")
     problem = _raw_path_problem(raw_path)
     if problem is not None:
         return _malformed(problem)
-    decoded = unquote_to_bytes(raw_path)
-    if len(decoded) > max_path:
-        return _malformed(f"path longer than {max_path} bytes")
-    try:
-        path = decoded.decode("utf-8")
-    except UnicodeDecodeError:
-        return _malformed("percent-escapes in the path that are not valid utf-8")
-    forbidden = _DECODED_FORBIDDEN.search(path)
-    if forbidden is not None:
-        return _malformed(_describe_decoded(forbidden.group()))
+    if "%" in raw_path:
+        decoded = unquote_to_bytes(raw_path)
+        if len(decoded) > max_path:
+            return _malformed(f"path longer than {max_path} bytes")
+        try:
+            path = decoded.decode("utf-8")
+        except UnicodeDecodeError:
+            return _malformed("percent-escapes in the path that are not valid utf-8")
+        forbidden = _DECODED_FORBIDDEN.search(path)
+        if forbidden is not None:
+            return _malformed(_describe_decoded(forbidden.group()))
+    else:
+        # Nothing to decode, and the raw checks already refused every character the decoded
+        # check looks for (controls, spaces, `;`, anything outside printable ASCII).
+        path = raw_path
+        if len(path) > max_path:
+            return _malformed(f"path longer than {max_path} bytes")
     if path != "/" and path.endswith("/"):
         path = path[:-1]
     segments = tuple(path[1:].split("/")) if path != "/" else ()
@@ -130,6 +151,12 @@ def canonicalize(
     if problem is not None:
         return _malformed(problem)
     return CanonicalRequest(method=method, path=path, segments=segments, query=query)
+
+
+def query_may_name(query: str, name: str) -> bool:
+    """Cheap test before `query_names`: a query can only name `name` if it holds it in some
+    case, or hides it behind a percent-escape."""
+    return bool(query) and (name in query.lower() or "%" in query)
 
 
 def query_names(query: str) -> set[str]:
@@ -179,11 +206,11 @@ def _header_problem(headers: Headers) -> str | None:
     normalize them, because a missed override would open, not close.
     """
     for name, _ in headers:
-        folded = lower_ascii(name)
+        folded = name.lower() if name.isascii() else lower_ascii(name)
         if folded in _OVERRIDE_HEADERS:
             return f"method override header {quote_input(name)} is not accepted"
-        alias = folded.replace("_", "-")
-        if alias != folded and alias in _ALIASED_HEADERS:
+        if "_" in folded and folded.replace("_", "-") in _ALIASED_HEADERS:
+            alias = folded.replace("_", "-")
             return f"header {quote_input(name)} is an underscore alias of `{alias}`"
     return None
 
@@ -210,6 +237,8 @@ def _raw_path_problem(raw_path: str) -> str | None:
     forbidden = _RAW_FORBIDDEN.search(raw_path)
     if forbidden is not None:
         return _describe_raw(forbidden.group())
+    if "%" not in raw_path:
+        return None
     malformed = _MALFORMED_ESCAPE.search(raw_path)
     if malformed is not None:
         return "malformed percent-escape in the path (`%` not followed by two hex digits)"

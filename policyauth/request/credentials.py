@@ -16,7 +16,7 @@ from typing import TypeAlias
 
 import attrs
 
-from policyauth.request.canonical import Rejection, query_names, quote_input
+from policyauth.request.canonical import Rejection, query_may_name, query_names, quote_input
 from policyauth.request.headers import Headers, lower_ascii
 
 # RFC 6750 section 2.1 b64token; the classes are spelled out so no Unicode digit matches.
@@ -83,7 +83,11 @@ def read_credentials(
     """
     if _has_query_token(query):
         return _invalid("tokens in the query string (`access_token`) are not accepted")
-    values = [value for name, value in headers if lower_ascii(name) == "authorization"]
+    values = [
+        value
+        for name, value in headers
+        if (name.lower() if name.isascii() else lower_ascii(name)) == "authorization"
+    ]
     if not values:
         return NoCredentials()
     if len(values) > 1:
@@ -101,7 +105,7 @@ def _has_query_token(query: str) -> bool:
     Names are percent-decoded because the application's framework decodes them: an
     ``access%5Ftoken`` parameter reaches it as ``access_token``.
     """
-    return "access_token" in query_names(query)
+    return query_may_name(query, "access_token") and "access_token" in query_names(query)
 
 
 def _parse_authorization(header: str, max_token: int) -> Credential | Rejection:

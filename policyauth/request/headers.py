@@ -40,9 +40,12 @@ def normalize_headers(
     Duplicates are kept: deciding what a duplicate means is the reader's job, not this one's.
     """
     pairs = headers.items() if isinstance(headers, Mapping) else headers
-    return tuple((lower_ascii(_text(name)), _text(value)) for name, value in pairs)
-
-
-def _text(value: str | bytes) -> str:
-    """Decode header bytes the way ASGI and WSGI servers do; leave text alone."""
-    return value.decode("latin-1") if isinstance(value, bytes) else value
+    normalized = []
+    for raw_name, raw_value in pairs:  # a loop, not a generator: this runs on every request
+        value = raw_value.decode("latin-1") if isinstance(raw_value, bytes) else raw_value
+        if isinstance(raw_name, bytes):  # bytes.lower() changes ASCII letters only, as wanted
+            normalized.append((raw_name.lower().decode("latin-1"), value))
+        else:
+            name = raw_name.lower() if raw_name.isascii() else lower_ascii(raw_name)
+            normalized.append((name, value))
+    return tuple(normalized)

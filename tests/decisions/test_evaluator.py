@@ -9,7 +9,8 @@ import pytest
 
 import policyauth
 from policyauth import Engine, Outcome, Reason, StaticIdentitySource
-from policyauth.evaluator import choose_authenticator, principal_from
+from policyauth.evaluator import choose_authenticator
+from policyauth.identity.source import principal_from
 from policyauth.request import BasicCredential, BearerCredential
 
 POLICY_TEXT = """\

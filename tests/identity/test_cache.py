@@ -1,4 +1,4 @@
-"""The identity cache on its own: lifetimes by kind, the LRU bound, and keys that are HMACs.
+"""The identity cache on its own: lifetimes by kind, the LRU bound, and keys that are MACs.
 
 Identities live for cache_ttl, never past the provider's `exp`; invalid tokens for
 negative_ttl; "unavailable" never. Expiry uses the injected (monotonic) clock.
@@ -155,14 +155,16 @@ def test_a_replaced_entry_gets_a_fresh_expiry(clock: Clock) -> None:
 # --- keys ----------------------------------------------------------------------------------------
 
 
-def test_keys_are_hmacs_under_a_per_process_secret(clock: Clock) -> None:
+def test_keys_are_keyed_macs_under_a_per_process_secret(clock: Clock) -> None:
     cache = cache_with(clock)
     token = new_token("ya29.")
     key = cache.key("google", token)
     assert isinstance(key, bytes)
     assert len(key) == 32
     assert key == cache.key("google", token)  # stable within the cache
-    expected = hmac.new(cache._secret, b"google\0" + token.encode(), hashlib.sha256).digest()
+    expected = hashlib.blake2b(
+        b"google\0" + token.encode(), key=cache._secret, digest_size=32
+    ).digest()
     assert hmac.compare_digest(key, expected)
     assert key != hashlib.sha256(token.encode()).digest()  # not an unkeyed hash
     assert key != cache_with(clock).key("google", token)  # the secret differs per cache
