@@ -26,7 +26,10 @@ really in the way). Runs go round-robin over the variants (so slow drift of the 
 them all alike), `wrk -t1 -c32 -d10s` each, three runs per variant after a warm-up; a run with
 errors or non-2xx answers is an error. The figure is the median of the runs.
 
-Target: policyauth keeps at least 85% of the bare throughput. A missed target is reported
+Target: policyauth with a cached identity (`policyauth-cache`, the production path, as the
+issue states it) keeps at least 85% of the bare throughput; `policyauth` (a StaticIdentitySource,
+which makes a new identity per request and so remembers nothing between requests) is shown
+beside it. A missed target is reported
 (with a cProfile of the policyauth server, also on demand with `--profile`), and the exit status
 stays 0: benchmarks never fail on an absolute figure.
 
@@ -527,7 +530,7 @@ def run(*, quick: bool, profile: bool) -> tuple[list[str], str]:
                 for variant in VARIANTS:
                     results[variant].append(run_wrk(wrk, started[variant], seconds))
         median = {v: statistics.median(r.requests_per_second for r in results[v]) for v in VARIANTS}
-        ratio = median["policyauth"] / median["bare"]
+        ratio = median["policyauth-cache"] / median["bare"]
         met = ratio >= TARGET_RATIO
         profile_lines = profile_policyauth(wrk, workdir, seconds) if (profile or not met) else []
 
@@ -547,18 +550,18 @@ def run(*, quick: bool, profile: bool) -> tuple[list[str], str]:
     table = _common.markdown_table(
         ["variant", "req/s (median)", "runs", "of bare", "latency p50", "latency p99"], rows
     )
-    per_request_us = (1 / median["policyauth"] - 1 / median["bare"]) * 1e6
+    per_request_us = (1 / median["policyauth-cache"] - 1 / median["bare"]) * 1e6
     verdict = "met" if met else "MISSED"
     summary = [
-        f"- policyauth keeps {ratio:.1%} of the bare throughput: target >= {TARGET_RATIO:.0%}, "
-        f"**{verdict}**.",
-        f"- policyauth with the real identity cache keeps "
-        f"{median['policyauth-cache'] / median['bare']:.1%}.",
+        f"- policyauth with a cached identity keeps {ratio:.1%} of the bare throughput: "
+        f"target >= {TARGET_RATIO:.0%}, **{verdict}**.",
+        f"- policyauth with a StaticIdentitySource (no identity kept between requests) keeps "
+        f"{median['policyauth'] / median['bare']:.1%}.",
         f"- the middleware with an engine that does not decide keeps "
         f"{median['policyauth-fixed'] / median['bare']:.1%}: the rest of the cost is the "
         "engine's decision.",
         f"- a do-nothing BaseHTTPMiddleware keeps {median['basehttp'] / median['bare']:.1%}; "
-        f"policyauth does {median['policyauth'] / median['basehttp']:.2f}x its throughput.",
+        f"policyauth does {median['policyauth-cache'] / median['basehttp']:.2f}x its throughput.",
         f"- policyauth adds about {per_request_us:.0f} µs of server CPU per request "
         "(1/rate difference, one worker on one core).",
     ]

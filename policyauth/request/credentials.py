@@ -86,7 +86,9 @@ def read_credentials(
     values = [
         value
         for name, value in headers
-        if (name.lower() if name.isascii() else lower_ascii(name)) == "authorization"
+        # Normalized names compare as they are; others are folded, and only a name of the
+        # right length can fold to `authorization`.
+        if name == "authorization" or (len(name) == 13 and lower_ascii(name) == "authorization")
     ]
     if not values:
         return NoCredentials()
