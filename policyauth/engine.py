@@ -55,9 +55,12 @@ class Engine:
         if not isinstance(step, Pending):
             return step
         outcome: IdentityResult | None = None
+        at_hand = getattr(self._identities, "identify_now", None)
         for name in step.authenticators:
             try:
-                result = await self._identities.identify(name, step.credential)
+                result = at_hand(name, step.credential) if at_hand is not None else None
+                if result is None:
+                    result = await self._identities.identify(name, step.credential)
             except Exception:
                 result = _failed(name)
             if not isinstance(result, Invalid):

@@ -95,16 +95,24 @@ class RemoteIdentitySource:
 
     # --- async ---------------------------------------------------------------------------------
 
-    async def identify(self, authenticator: str, credential: Credential) -> IdentityResult:
+    def identify_now(self, authenticator: str, credential: Credential) -> IdentityResult | None:
+        """The answer when it is at hand without waiting (a local token store, an identity
+        cache hit), else None. The engine asks this first, so that the common case costs no
+        coroutine; `identify` asks it too."""
         if authenticator in self._stores:
             return self._stores[authenticator].verify(credential)
         provider, token = self._policy.providers.get(authenticator), _token(credential)
         if provider is None or token is None:
             return Invalid("this authenticator does not take this credential")
+        return self._cache.get(self._cache.key(authenticator, token))
+
+    async def identify(self, authenticator: str, credential: Credential) -> IdentityResult:
+        at_hand = self.identify_now(authenticator, credential)
+        if at_hand is not None:
+            return at_hand
+        provider, token = self._policy.providers[authenticator], _token(credential)
+        assert token is not None  # identify_now answered every other case
         key = self._cache.key(authenticator, token)
-        cached = self._cache.get(key)
-        if cached is not None:
-            return cached
         flight = self._async_flights.get(key)
         if flight is not None:
             return await asyncio.shield(flight)
@@ -165,15 +173,12 @@ class RemoteIdentitySource:
     # --- sync ----------------------------------------------------------------------------------
 
     def identify_sync(self, authenticator: str, credential: Credential) -> IdentityResult:
-        if authenticator in self._stores:
-            return self._stores[authenticator].verify(credential)
-        provider, token = self._policy.providers.get(authenticator), _token(credential)
-        if provider is None or token is None:
-            return Invalid("this authenticator does not take this credential")
+        at_hand = self.identify_now(authenticator, credential)
+        if at_hand is not None:
+            return at_hand
+        provider, token = self._policy.providers[authenticator], _token(credential)
+        assert token is not None  # identify_now answered every other case
         key = self._cache.key(authenticator, token)
-        cached = self._cache.get(key)
-        if cached is not None:
-            return cached
         with self._lock:
             flight = self._sync_flights.get(key)
             leader = flight is None
