@@ -6,15 +6,13 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
-import attrs
 import pytest
 
 from policyauth.cli import Command
 from policyauth.cli import lint as lint_module
-from policyauth.cli.main import COMMANDS, load_command, main
+from policyauth.cli.main import COMMANDS, load_command
 
 ROOT = Path(__file__).resolve().parents[2]
 POLICIES = ROOT / "policies"
@@ -38,25 +36,6 @@ route GET /a {
   allow if "admins" in groupz
 }
 """
-
-
-@attrs.frozen
-class Result:
-    code: int
-    out: str
-    err: str
-
-
-@pytest.fixture
-def run(capsys: pytest.CaptureFixture[str]) -> Callable[..., Result]:
-    """Run `policyauth ARGS...` in-process; the exit code and what it printed."""
-
-    def invoke(*argv: str) -> Result:
-        code = main(list(argv))
-        captured = capsys.readouterr()
-        return Result(code, captured.out, captured.err)
-
-    return invoke
 
 
 def write(folder: Path, name: str, text: str | bytes) -> Path:

@@ -6,14 +6,13 @@ import os
 import stat
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import attrs
 import pytest
 
 from policyauth.cli import fmt as fmt_module
-from policyauth.cli.main import COMMANDS, main
+from policyauth.cli.main import COMMANDS
 from policyauth.language import ast, formatter
 
 MESSY = 'route GET /a { auth corp allow if "a" in groups }\n'
@@ -24,25 +23,6 @@ route GET /a {
 }
 """
 BROKEN = "route GET /a {\n  public\n"
-
-
-@attrs.frozen
-class Result:
-    code: int
-    out: str
-    err: str
-
-
-@pytest.fixture
-def run(capsys: pytest.CaptureFixture[str]) -> Callable[..., Result]:
-    """Run `policyauth ARGS...` in-process; the exit code and what it printed."""
-
-    def invoke(*argv: str) -> Result:
-        code = main(list(argv))
-        captured = capsys.readouterr()
-        return Result(code, captured.out, captured.err)
-
-    return invoke
 
 
 def write(folder: Path, name: str, text: str | bytes) -> Path:
@@ -64,13 +44,13 @@ def test_a_canonical_file_is_left_alone_and_exits_0(run, tmp_path, monkeypatch):
         raise AssertionError("an unchanged file must not be written")
 
     monkeypatch.setattr(fmt_module, "write_atomically", no_write)
-    assert run("fmt", str(path)) == Result(0, "", "1 file left unchanged\n")
+    assert run("fmt", str(path)) == (0, "", "1 file left unchanged\n")
 
 
 def test_a_messy_file_is_rewritten_and_exits_0(run, tmp_path):
     path = write(tmp_path, "messy.policy", MESSY)
     result = run("fmt", str(path))
-    assert result == Result(0, "", f"reformatted {path}\n1 file reformatted\n")
+    assert result == (0, "", f"reformatted {path}\n1 file reformatted\n")
     assert path.read_text(encoding="utf-8") == CANONICAL
 
 
@@ -78,15 +58,13 @@ def test_check_lists_the_files_that_would_change_and_exits_1(run, tmp_path):
     messy = write(tmp_path, "b.policy", MESSY)
     write(tmp_path, "a.policy", CANONICAL)
     result = run("fmt", "--check", str(tmp_path))
-    assert result == Result(
-        1, f"{messy}\n", "1 file would be reformatted, 1 file already formatted\n"
-    )
+    assert result == (1, f"{messy}\n", "1 file would be reformatted, 1 file already formatted\n")
     assert messy.read_text(encoding="utf-8") == MESSY
 
 
 def test_check_exits_0_when_everything_is_canonical(run, tmp_path):
     write(tmp_path, "a.policy", CANONICAL)
-    assert run("fmt", "--check", str(tmp_path)) == Result(0, "", "1 file already formatted\n")
+    assert run("fmt", "--check", str(tmp_path)) == (0, "", "1 file already formatted\n")
 
 
 def test_diff_prints_a_unified_diff_writes_nothing_and_exits_1(run, tmp_path):
@@ -167,14 +145,12 @@ def test_a_file_that_is_not_utf8_exits_2(run, tmp_path):
 def test_a_missing_path_is_a_usage_error_with_one_line(run, tmp_path):
     missing = tmp_path / "missing.policy"
     result = run("fmt", str(missing))
-    assert result == Result(
-        2, "", f"policyauth: cannot read {missing}: No such file or directory\n"
-    )
+    assert result == (2, "", f"policyauth: cannot read {missing}: No such file or directory\n")
 
 
 def test_a_folder_without_policies_is_a_usage_error(run, tmp_path):
     result = run("fmt", str(tmp_path))
-    assert result == Result(2, "", f"policyauth: no .policy files in {tmp_path}\n")
+    assert result == (2, "", f"policyauth: no .policy files in {tmp_path}\n")
 
 
 def test_changed_meaning_is_pa901_and_the_file_is_not_written(run, tmp_path, monkeypatch):

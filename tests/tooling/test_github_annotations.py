@@ -11,16 +11,13 @@ does what it does, so the round trip proves that no value can end early or leak 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from pathlib import Path
 
-import attrs
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from policyauth.cli.github import annotation, escape_data, escape_property
-from policyauth.cli.main import main
 from policyauth.diagnostics import Diagnostic, Severity
 
 BROKEN = """\
@@ -151,23 +148,6 @@ def test_every_value_survives_the_runners_parsing(
 
 
 # --- the command -------------------------------------------------------------------------------
-
-
-@attrs.frozen
-class Result:
-    code: int
-    out: str
-    err: str
-
-
-@pytest.fixture
-def run(capsys: pytest.CaptureFixture[str]) -> Callable[..., Result]:
-    def invoke(*argv: str) -> Result:
-        code = main(list(argv))
-        captured = capsys.readouterr()
-        return Result(code, captured.out, captured.err)
-
-    return invoke
 
 
 def test_lint_format_github_prints_one_command_per_finding(run, tmp_path, monkeypatch):

@@ -14,13 +14,12 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-import attrs
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from policyauth.cli.main import main
 from policyauth.engine import Engine
 from policyauth.testing import CaseFileError, parse
 
@@ -60,26 +59,6 @@ STATUS = {
     "request": {"method": "GET", "target": "/status"},
     "expect": {"status": 200, "reason": "allowed"},
 }
-
-
-@attrs.frozen
-class Result:
-    code: int
-    out: str
-    err: str
-
-
-@pytest.fixture
-def run(capsys: pytest.CaptureFixture[str]) -> Callable[..., Result]:
-    """Run `policyauth ARGS...` in-process; the exit code and what it printed."""
-
-    def invoke(*argv: str) -> Result:
-        code = main(list(argv))
-        captured = capsys.readouterr()
-        assert "Traceback" not in captured.out + captured.err
-        return Result(code, captured.out, captured.err)
-
-    return invoke
 
 
 @pytest.fixture
@@ -309,7 +288,7 @@ def test_a_missing_path_or_a_folder_without_tests_is_a_usage_error(run, folder):
     assert run("test").code == 2
 
 
-def bad(run: Callable[..., Result], folder: Path, text: str | bytes) -> str:
+def bad(run: Callable[..., Any], folder: Path, text: str | bytes) -> str:
     path = folder / "policies" / "confluence.policytest.json"
     if isinstance(text, bytes):
         path.write_bytes(text)

@@ -18,15 +18,12 @@ import hashlib
 import json
 import re
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import attrs
 import jsonschema
 import pytest
 
-from policyauth.cli.main import main
 from policyauth.cli.sarif import RULES_FILE, rules, to_sarif
 from policyauth.diagnostics import Diagnostic, Severity
 
@@ -140,23 +137,6 @@ def test_rule_levels_follow_the_code_classes():
 
 
 # --- the log --------------------------------------------------------------------------------------
-
-
-@attrs.frozen
-class Result:
-    code: int
-    out: str
-    err: str
-
-
-@pytest.fixture
-def run(capsys: pytest.CaptureFixture[str]) -> Callable[..., Result]:
-    def invoke(*argv: str) -> Result:
-        code = main(list(argv))
-        captured = capsys.readouterr()
-        return Result(code, captured.out, captured.err)
-
-    return invoke
 
 
 @pytest.fixture(scope="module")
