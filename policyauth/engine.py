@@ -47,6 +47,9 @@ class Engine:
         self._identities: IdentitySource = (
             identities if identities is not None else self._remote  # type: ignore[assignment]
         )
+        # Sources that can answer some credentials at once (a cache hit) say so with
+        # `identify_now`; `authorize` then awaits `identify` only when that is None.
+        self._at_hand = getattr(self._identities, "identify_now", None)
 
     async def authorize(self, method: str, target: str, headers: HeadersIn = ()) -> Decision:
         """Decide one request; `target` is the raw request target (`/a/b?x=1`)."""
@@ -55,7 +58,7 @@ class Engine:
         if not isinstance(step, Pending):
             return step
         outcome: IdentityResult | None = None
-        at_hand = getattr(self._identities, "identify_now", None)
+        at_hand = self._at_hand
         for name in step.authenticators:
             try:
                 result = at_hand(name, step.credential) if at_hand is not None else None

@@ -75,9 +75,15 @@ class PolicyAuth:
     """`request.auth`: Starlette's AuthCredentials shape (`scopes` are the caller's groups),
     plus the whole decision for handlers that want the route or rule."""
 
+    __slots__ = ("decision",)
+
     def __init__(self, decision: Decision) -> None:
         self.decision = decision
-        self.scopes = list(decision.principal.groups) if decision.principal else []
+
+    @property
+    def scopes(self) -> list[str]:
+        principal = self.decision.principal
+        return list(principal.groups) if principal else []
 
 
 def below_mount(path: str, root: str, *, encoding: str) -> str:

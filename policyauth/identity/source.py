@@ -40,10 +40,8 @@ class Identity:
 
     def derived(self, key: Hashable, make: Callable[[], T]) -> T:
         """`make()`, remembered under `key` for this identity (a bounded memory)."""
-        try:
+        if key in self._derived:
             return self._derived[key]  # type: ignore[no-any-return]
-        except KeyError:
-            pass
         value = make()
         if len(self._derived) >= _DERIVED_SIZE:
             self._derived.clear()
