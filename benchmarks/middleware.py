@@ -23,7 +23,7 @@ Every variant gets the same request (`GET /hello` with `Authorization: Bearer ..
 policy's route needs that token's group). Before timing, each server is checked to answer 200
 `Hello, world!`, and the policyauth ones to answer 401 without the token (the middleware is
 really in the way). Runs go round-robin over the variants (so slow drift of the machine hits
-them all alike), `wrk -t1 -c32 -d10s` each, three runs per variant after a warm-up; a run with
+them all alike), `wrk -t1 -c32 -d10s` each, five runs per variant after a warm-up; a run with
 errors or non-2xx answers is an error. The figure is the median of the runs.
 
 Target: policyauth with a cached identity (`policyauth-cache`, the production path, as the
@@ -519,7 +519,7 @@ def _trim(text: str) -> str:
 
 def run(*, quick: bool, profile: bool) -> tuple[list[str], str]:
     wrk = ensure_wrk()
-    seconds, rounds, warmup = (2, 1, 1) if quick else (10, 3, 3)
+    seconds, rounds, warmup = (2, 1, 1) if quick else (10, 5, 3)
     results: dict[str, list[Run]] = {variant: [] for variant in VARIANTS}
     with tempfile.TemporaryDirectory(prefix="pa-bench-") as temporary:
         workdir = Path(temporary)

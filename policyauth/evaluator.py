@@ -143,14 +143,25 @@ def finish(
         return invalid_token(policy, route, result.detail)
     if not isinstance(result, Identity):
         return _decided(route, 503, Reason.PROVIDER_UNAVAILABLE, result.detail)
-    principal = result.principal(authenticator)
+    request = pending.request
+    # What follows is a pure function of the identity, the route and the request's method and
+    # path, so a cached identity remembers its recent decisions (every header check above
+    # still ran for this request).
+    key = (authenticator, route.index, request.method, request.path)
+    return result.derived(key, lambda: _judge(policy, route, request, authenticator, result))
+
+
+def _judge(
+    policy: Policy,
+    route: RoutePlan,
+    request: CanonicalRequest,
+    authenticator: str,
+    identity: Identity,
+) -> Decision:
+    principal = identity.principal(authenticator)
     if principal is None:
         return invalid_token(policy, route, "the identity has no usable `username`")
-    request = pending.request
-    # Rules are pure functions of the principal and the request's method and path, so a cached
-    # identity remembers its recent decisions (every header check above still ran).
-    key = (authenticator, route.index, request.method, request.path)
-    return result.derived(key, lambda: evaluate_rules(route, request, principal))
+    return evaluate_rules(route, request, principal)
 
 
 def evaluate_rules(route: RoutePlan, request: CanonicalRequest, principal: Principal) -> Decision:

@@ -87,6 +87,7 @@ class RemoteIdentitySource:
             clock=clock or time.monotonic,
         )
         self._stores = {name: TokenStore(spec.store) for name, spec in policy.tokens.items()}
+        self._providers = dict(policy.providers)  # a plain dict: looked up on every request
         self._endpoints: dict[str, Endpoints] = {}  # provider -> what discovery found
         self._async_flights: dict[bytes, asyncio.Future[IdentityResult]] = {}
         self._leaders: set[asyncio.Task[None]] = set()  # running calls, kept from the GC
@@ -101,7 +102,7 @@ class RemoteIdentitySource:
         coroutine; `identify` asks it too."""
         if authenticator in self._stores:
             return self._stores[authenticator].verify(credential)
-        provider, token = self._policy.providers.get(authenticator), _token(credential)
+        provider, token = self._providers.get(authenticator), _token(credential)
         if provider is None or token is None:
             return Invalid("this authenticator does not take this credential")
         return self._cache.get(self._cache.key(authenticator, token))

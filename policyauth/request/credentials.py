@@ -94,7 +94,12 @@ def read_credentials(
         return NoCredentials()
     if len(values) > 1:
         return _invalid("more than one authorization header")
-    return _parse_authorization(values[0], max_token)
+    value = values[0]
+    # The common case, `Bearer <b64token>` exactly, without the general parse; anything else
+    # (other spacing, case, schemes, bad characters) takes the general path below.
+    if value[:7] == "Bearer " and len(value) - 7 <= max_token and _B64TOKEN.fullmatch(value, 7):
+        return BearerCredential(token=value[7:])
+    return _parse_authorization(value, max_token)
 
 
 def _invalid(detail: str) -> Rejection:

@@ -39,6 +39,10 @@ def normalize_headers(
     and PEP 3333 do, so that every byte maps to one character and nothing can fail to decode.
     Duplicates are kept: deciding what a duplicate means is the reader's job, not this one's.
     """
+    if isinstance(headers, list) and headers and isinstance(headers[0][0], bytes):
+        # ASGI's list of byte pairs, the shape every request through the middleware has:
+        # bytes.lower() changes ASCII letters only, as wanted.
+        return tuple([(n.lower().decode("latin-1"), v.decode("latin-1")) for n, v in headers])
     pairs = headers.items() if isinstance(headers, Mapping) else headers
     normalized = []
     for raw_name, raw_value in pairs:  # a loop, not a generator: this runs on every request
