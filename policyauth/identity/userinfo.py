@@ -367,6 +367,8 @@ class UserinfoClient:
                 data=dict(request.form) or None,
                 content=request.body,
             ) as response:
+                if response.status_code != 200:  # the verdict needs the status and headers only
+                    return Response(response.status_code, dict(response.headers), b"")
                 body = bytearray()
                 for chunk in response.iter_bytes():
                     body += chunk
@@ -396,6 +398,8 @@ class UserinfoClient:
                     content=request.body,
                 ) as response,
             ):
+                if response.status_code != 200:  # the verdict needs the status and headers only
+                    return Response(response.status_code, dict(response.headers), b"")
                 body = bytearray()
                 async for chunk in response.aiter_bytes():
                     body += chunk

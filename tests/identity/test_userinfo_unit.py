@@ -8,8 +8,9 @@ from collections.abc import Callable
 
 import httpx
 import pytest
-from provider_server import GITHUB_USER, SLACK_USERINFO, new_token, policy_for
+from provider_server import GITHUB_USER, SLACK_USERINFO, WATCH, new_token, policy_for
 
+import policyauth
 from policyauth.compiler import ProviderPlan
 from policyauth.identity import Identity, Invalid, Unavailable
 from policyauth.identity.userinfo import (
@@ -326,3 +327,25 @@ async def test_headers_and_method_reach_the_wire() -> None:
         assert sent.method == "POST"
         assert sent.headers["authorization"] == f"Bearer {token}"
         assert sent.headers["accept"] == "application/json"
+
+
+def test_a_refusal_with_a_huge_body_is_still_a_refusal() -> None:
+    """Only a 200 has a body worth reading: a 401 carrying 2 MiB is an invalid token (and is
+    remembered as one), not an oversized answer."""
+    token = WATCH.register("huge-refusal-token")
+    calls: list[int] = []
+
+    def provider(request: httpx.Request) -> httpx.Response:
+        calls.append(1)
+        return httpx.Response(401, content=b"x" * (2 << 20))
+
+    policy = policyauth.loads(
+        'provider corp {\n  userinfo = "https://sso.example.com/userinfo"\n'
+        "  username = $.sub\n}\nroute GET /a {\n  auth corp\n  allow\n}\n"
+    )
+    with policyauth.Engine(policy, transport=httpx.MockTransport(provider)) as engine:
+        for _ in range(2):
+            decision = engine.authorize_sync("GET", "/a", [("Authorization", f"Bearer {token}")])
+            assert (decision.status, decision.reason) == (401, "invalid_token")
+            assert decision.message == "the provider answered 401"
+    assert len(calls) == 1  # the refusal was remembered for negative_ttl
