@@ -93,7 +93,12 @@ class Engine:
     def _locate(self, method: str, target: str) -> Located:
         """`locate`, remembered for recent targets: canonicalizing a target and finding its
         route are pure, and most traffic repeats its targets. Bounded: the memory is emptied
-        when full, so a flood of distinct targets costs no more than no memory at all."""
+        when full, so a flood of distinct targets costs no more than no memory at all.
+
+        Only targets without a query are remembered: a query may carry a token
+        (`access_token=`, refused with 400), and no raw token is ever kept."""
+        if "?" in target:
+            return locate(self.policy, method, target)
         key = (method, target)
         found = self._located.get(key)
         if found is None:

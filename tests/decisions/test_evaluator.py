@@ -263,3 +263,15 @@ def test_token_record_that_is_not_an_object_is_unavailable() -> None:
         for header in ("Bearer pa_x", "Basic Y2k6cGFfeA=="):  # ci:pa_x
             decision = decide("/store", [("Authorization", header)], documents)
             assert (decision.status, decision.reason) == (503, Reason.PROVIDER_UNAVAILABLE)
+
+
+def test_the_engine_never_remembers_a_target_with_a_query() -> None:
+    """Targets are remembered for speed, but a query may carry a token: those are not kept."""
+    policy = policyauth.loads("route GET /public/** {\n  public\n}\n")
+    engine = policyauth.Engine(policy, identities=policyauth.StaticIdentitySource(policy, {}))
+    assert engine.authorize_sync("GET", "/public/a").status == 200
+    decision = engine.authorize_sync("GET", "/public/a?access_token=secret-in-query")
+    assert (decision.status, decision.reason) == (200, "allowed")  # public: not examined
+    remembered = repr(engine._located)
+    assert "/public/a" in remembered
+    assert "secret-in-query" not in remembered
