@@ -7,17 +7,28 @@ The decision is made on the raw request target (`raw_path` plus the query string
 the decoded `path`: the canonicalizer must see `%2F`, `%2e` and friends to reject them (uvicorn
 decodes `%2F` into `/` in `path`). Under a mount (`root_path`), rules apply to the path relative
 to the mount, as the application's own routes do.
+
+A policy that does not load raises `PolicyError` where the middleware is constructed, except
+when Starlette (or FastAPI) constructs it: `app.add_middleware(PolicyAuthMiddleware, ...)` is
+built on the application's first call, which is the lifespan call, and uvicorn's default
+lifespan mode takes an exception there for "lifespan unsupported", starts anyway and answers
+500 to everything. So there the middleware keeps the diagnostics, answers the lifespan startup
+with `lifespan.startup.failed` and all of them (the server exits), and refuses every request
+with 500 where the server runs no lifespan.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Awaitable, Callable, MutableMapping
+from types import FrameType
 from typing import Any
 from urllib.parse import quote
 
 from policyauth.compiler import Policy
 from policyauth.decision import Decision
+from policyauth.diagnostics import PolicyError
 from policyauth.engine import Engine
 from policyauth.middleware import (
     PolicyAuth,
@@ -45,6 +56,10 @@ class PolicyAuthMiddleware:
     `scope["auth"]` (a PolicyAuth) and `scope["policyauth.decision"]`.
     """
 
+    engine: Engine
+    # Why the policy did not load, when Starlette built this middleware (else it raised).
+    failure: str | None
+
     def __init__(
         self,
         app: ASGIApp,
@@ -53,9 +68,18 @@ class PolicyAuthMiddleware:
         policy: str | os.PathLike[str] | Policy | None = None,
     ) -> None:
         self.app = app
-        self.engine = build_engine(engine, policy)
+        self.failure = None
+        try:
+            self.engine = build_engine(engine, policy)
+        except PolicyError as error:
+            if not _built_by_starlette():
+                raise
+            self.failure = f"policyauth: the policy did not load:\n{error.render()}"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.failure is not None:
+            await _unloaded(self.failure, scope, receive, send)
+            return
         kind = scope["type"]
         if kind not in ("http", "websocket"):
             await self.app(scope, receive, send)
@@ -121,6 +145,32 @@ async def _fail(scope: Scope, send: Send) -> None:
     headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
     await send({"type": "http.response.start", "status": 500, "headers": headers})
     await send({"type": "http.response.body", "body": b"" if _is_head(scope) else body})
+
+
+async def _unloaded(failure: str, scope: Scope, receive: Receive, send: Send) -> None:
+    """Without a policy nothing starts and nothing is let in: the lifespan startup fails with
+    every diagnostic (uvicorn logs the message and exits), and each request is refused."""
+    if scope["type"] == "lifespan":
+        event = await receive()
+        if event["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.failed", "message": failure})
+        return
+    log.error("%s", failure)
+    await _fail(scope, send)
+
+
+def _built_by_starlette() -> bool:
+    """Whether Starlette's (or FastAPI's) `build_middleware_stack` is constructing us.
+
+    It calls `cls(app, *args, **kwargs)` for each `add_middleware`, on the application's first
+    call, where an exception is lost (see the module's docstring). The caller's frame is the
+    one thing that tells that construction from `PolicyAuthMiddleware(app, ...)` written by
+    the user, which must raise. Frames of subclasses' `__init__` are skipped.
+    """
+    frame: FrameType | None = sys._getframe(2)  # this function, then our __init__
+    while frame is not None and frame.f_code.co_name == "__init__":
+        frame = frame.f_back
+    return frame is not None and frame.f_code.co_name == "build_middleware_stack"
 
 
 def _is_head(scope: Scope) -> bool:

@@ -17,6 +17,7 @@ from urllib.parse import unquote_to_bytes
 
 from policyauth.compiler import Policy
 from policyauth.decision import Decision, Principal
+from policyauth.diagnostics import PolicyError
 from policyauth.engine import Engine
 from policyauth.loader import load
 
@@ -30,7 +31,14 @@ def build_engine(engine: Engine | None, policy: str | os.PathLike[str] | Policy 
     if engine is not None:
         return engine
     assert policy is not None
-    return Engine(policy if isinstance(policy, Policy) else load(policy))
+    if isinstance(policy, Policy):
+        return Engine(policy)
+    try:
+        return Engine(load(policy))
+    except PolicyError as error:
+        # The message names the first error; a traceback at startup shows the notes too.
+        error.add_note("every diagnostic:\n" + error.render())
+        raise
 
 
 class PolicyUser:
