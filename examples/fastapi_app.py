@@ -1,13 +1,14 @@
 """A build-artifact service on FastAPI, guarded by policies/github-ci.policy.
 
-Each endpoint asks for the caller with `Depends(policyauth.fastapi.principal)` or
-`Depends(policyauth.fastapi.require())`, which decide the request with the engine that
-`policyauth.fastapi.install` put on the app. The interactive docs at /docs stay open and show
-the Bearer and Basic schemes on every protected operation. To guard every path (the docs
-included) wrap the app in `policyauth.asgi.PolicyAuthMiddleware` instead; the dependencies then
-read its decision.
+`policyauth.fastapi.install` puts the policy in front of every path: `/healthz` is open
+because the policy says `public`, and everything the policy does not name is `403 no_route`,
+the interactive docs at /docs and /openapi.json included (a policy that wants them open adds
+`route GET /docs { public }` and `route GET /openapi.json { public }`; they show the Bearer and
+Basic schemes on every protected operation). Each endpoint asks for the caller with
+`Depends(policyauth.fastapi.principal)` or `Depends(policyauth.fastapi.require())`, which read
+the decision already made in front.
 
-    .venv/bin/python examples/fastapi_app.py             # http://127.0.0.1:8000/docs
+    .venv/bin/python examples/fastapi_app.py             # http://127.0.0.1:8000
     TOKEN=$(.venv/bin/policyauth token create --store policies/ci.tokens --user job-1 \\
         --groups widgets)
     curl -i -X PUT -H "Authorization: Bearer $TOKEN" --data 'v1' \\

@@ -1,4 +1,6 @@
-"""FastAPI dependencies: the caller the policy let in, and one endpoint's extra demand.
+"""FastAPI: the policy in front of every path, and dependencies for the caller it let in.
+
+    from typing import Annotated
 
     from fastapi import Depends, FastAPI
     from policyauth import Principal
@@ -8,24 +10,32 @@
     policyauth.fastapi.install(app, policy="api.policy")
 
     @app.get("/reports/{name}")
-    async def report(name: str, user: Principal = Depends(policyauth.fastapi.require())): ...
+    async def report(name: str, user: Annotated[Principal, Depends(policyauth.fastapi.require())]):
+        ...
 
     admins = policyauth.fastapi.require(group="admins")
 
     @app.delete("/reports/{name}")
-    async def drop(name: str, user: Principal = Depends(admins)): ...
+    async def drop(name: str, user: Annotated[Principal, Depends(admins)]): ...
 
-Two ways to run, and what each protects:
+`install(app, ...)` puts `policyauth.asgi.PolicyAuthMiddleware` in front of the app, so
+everything is decided before FastAPI sees it, as the policy says and nothing else: an endpoint
+without a dependency, `/docs` and `/openapi.json`, a path no endpoint serves (`403 no_route`),
+a hostile path (`400`), a WebSocket handshake, a request whose body FastAPI could not parse.
+A policy that wants the docs open says `route GET /docs { public }` and
+`route GET /openapi.json { public }`. The dependencies then read the middleware's decision from
+`scope["policyauth.decision"]`: typed access to the principal, with no second decision and no
+second provider call. Middleware added after `install` sits in front of it: add
+`CORSMiddleware` after `install`, so that it answers preflights and its headers reach denials.
 
-- With `policyauth.asgi.PolicyAuthMiddleware` around the app (recommended): every request,
-  including `/docs`, unknown paths and WebSockets, is decided before FastAPI sees it, and the
-  dependencies read that decision from `scope["policyauth.decision"]`.
-- Without it, the dependencies decide: `install(app, ...)` puts an engine on
-  `app.state.policyauth_engine`, and `principal` asks it about the raw request target when the
-  scope holds no decision. Only endpoints that depend on `principal` or `require` are protected
-  then; everything else (the docs, a path no endpoint serves) is FastAPI's own business. And
-  FastAPI reads and parses a request's body before any dependency runs, then runs dependencies
-  in the order they are declared: put policyauth's first.
+`install(app, ..., guard_all=False)` is the explicit opt-out, for an app where the policy
+guards some endpoints only: no middleware, and only endpoints that depend on `principal`,
+`decision` or `require` are decided, by the engine `install` puts on
+`app.state.policyauth_engine`; everything else (the docs, a path no endpoint serves) is
+FastAPI's own business. FastAPI reads and parses a request's body before any dependency runs,
+which would tell an anonymous caller about the schema (`422`), so `install` makes the app's
+routes `PolicyAuthRoute`s, which decide before the body is read. Declare routes after `install`;
+an `APIRouter` needs `route_class=PolicyAuthRoute` of its own.
 
 Both `principal` and `require` declare the HTTP Bearer and HTTP Basic security schemes, so
 `/openapi.json` lists them under `components.securitySchemes` and in each protected operation's
@@ -37,24 +47,26 @@ scheme from the OpenAPI document. That is decided per policy, not per route.
 
 Denials are `PolicyDenied`, an HTTPException with the decision's status and headers. With
 `install`, they are answered exactly as the middleware answers (`{"error": reason}`, one
-`WWW-Authenticate` header per challenge); without it, FastAPI's handler answers
-`{"detail": reason}` and several challenges share one comma-separated header (RFC 9110 allows
-both forms).
+`WWW-Authenticate` header per challenge); without it (an app wrapped in the middleware by hand,
+or an engine set on the state), FastAPI's handler answers `{"detail": reason}` and several
+challenges share one comma-separated header (RFC 9110 allows both forms).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPBasic, HTTPBearer
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 
-from policyauth.asgi import request_target
+from policyauth.asgi import PolicyAuthMiddleware, request_target
 from policyauth.compiler import Policy
 from policyauth.decision import Decision, Principal, Reason
 from policyauth.engine import Engine
@@ -66,6 +78,7 @@ __all__ = [
     "BEARER_SCHEME",
     "DECISION_KEY",
     "STATE_ATTRIBUTE",
+    "PolicyAuthRoute",
     "PolicyDenied",
     "decision",
     "install",
@@ -197,6 +210,10 @@ def require(
     return required
 
 
+# The dependencies that make a decision (`require` depends on `principal`).
+_DECIDING: frozenset[Callable[..., Any]] = frozenset({decision, principal})
+
+
 def _refusal(
     caller: Principal | None,
     wanted: tuple[str, ...],
@@ -223,20 +240,75 @@ def install(
     engine: Engine | None = None,
     *,
     policy: str | os.PathLike[str] | Policy | None = None,
+    guard_all: bool = True,
 ) -> Engine:
-    """Give `app` an engine for the dependencies, answer denials as the middleware does, and
-    keep the OpenAPI document true to the policy. Returns the engine.
+    """Put the policy in front of every path of `app` (the ASGI middleware), answer denials as
+    the middleware does, and keep the OpenAPI document true to the policy. Returns the engine.
 
-    Call it once, before the app serves (exception handlers are fixed at startup). With the
-    ASGI middleware in front, pass it the same engine: the dependencies use the middleware's
-    decision, and `install` still shapes denials and the OpenAPI document.
+    Call it once, before the app serves, instead of wrapping the app in the middleware by hand
+    (that would decide each request twice). `guard_all=False` is the opt-out: no middleware,
+    only the endpoints that depend on policyauth are decided, and those must be declared after
+    `install` (see the module's docstring). A policy that does not load raises PolicyError here.
     """
     chosen = build_engine(engine, policy)
+    if guard_all:
+        app.add_middleware(PolicyAuthMiddleware, engine=chosen)
+    else:
+        _authenticate_first(app)
     setattr(app.state, STATE_ATTRIBUTE, chosen)
     app.add_exception_handler(PolicyDenied, _answer_denial)
     if not chosen.policy.tokens:
         _without_basic(app)
     return chosen
+
+
+class PolicyAuthRoute(APIRoute):
+    """An APIRoute that decides the request before FastAPI reads its body, when the endpoint
+    depends on policyauth: an anonymous caller gets 401, never a 422 that describes the schema.
+
+    Routes whose endpoints do not depend on policyauth are left exactly as FastAPI makes them.
+    Under the middleware the decision is already in the scope and is used as it is.
+    """
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+        if not _uses_policyauth(self.dependant):
+            return handler
+
+        async def decided_first(request: Request) -> Response:
+            await decision(request)  # raises PolicyDenied; leaves the decision in the scope
+            return await handler(request)
+
+        return decided_first
+
+
+def _uses_policyauth(dependant: Dependant) -> bool:
+    """Whether `dependant` asks for the decision, itself or through any of its dependencies."""
+    return any(sub.call in _DECIDING or _uses_policyauth(sub) for sub in dependant.dependencies)
+
+
+def _authenticate_first(app: FastAPI) -> None:
+    """Make `app`'s routes PolicyAuthRoutes, or refuse where that cannot hold for every route."""
+    router = app.router
+    if router.route_class is not APIRoute and not issubclass(router.route_class, PolicyAuthRoute):
+        raise TypeError(
+            f"the app's route_class {router.route_class.__qualname__} must derive from "
+            "policyauth.fastapi.PolicyAuthRoute, which authenticates before the body is read"
+        )
+    early = [
+        route.path
+        for route in router.routes
+        if isinstance(route, APIRoute)
+        and not isinstance(route, PolicyAuthRoute)
+        and _uses_policyauth(route.dependant)
+    ]
+    if early:
+        raise TypeError(
+            "call policyauth.fastapi.install before declaring the routes that depend on it, "
+            f"so that they authenticate before the body is read: {', '.join(early)}"
+        )
+    if router.route_class is APIRoute:
+        router.route_class = PolicyAuthRoute
 
 
 async def _answer_denial(request: Request, exc: Exception) -> Response:

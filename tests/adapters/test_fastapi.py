@@ -1,28 +1,38 @@
-"""policyauth.fastapi: the `principal` and `require` dependencies, `install`, and OpenAPI.
+"""policyauth.fastapi: `install` with the policy in front of every path, its `guard_all=False`
+opt-out, the `principal` and `require` dependencies, and OpenAPI.
 
-The contract runs against a real uvicorn serving apps/fastapi_server.py, whose endpoints decide
-for themselves (no middleware). The rest runs in process: the OpenAPI document, the middleware
-mode, and what happens when the app has neither a middleware nor an engine.
+The contract runs twice against a real uvicorn serving apps/fastapi_server.py: as `install`
+leaves it by default (the ASGI middleware in front: every path is decided), and with the
+opt-out (only endpoints that depend on policyauth are decided, before their body is read). The
+rest runs in process: the OpenAPI document, the middleware's decision reaching the
+dependencies, the README's snippet, and what happens when the app has neither a middleware nor
+an engine.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Annotated, Any
 
 import httpx
 import pytest
 from adapter_contract import AdapterContract
-from adapter_servers import Deployment, Server, serving
-from fastapi import Depends, FastAPI
+from adapter_servers import Deployment, Server, hits, serving
+from fastapi import APIRouter, Depends, FastAPI
+from fastapi.routing import APIRoute
+from pydantic import BaseModel
 
 import policyauth
 import policyauth.fastapi
 from policyauth import Decision, Principal
 from policyauth.asgi import PolicyAuthMiddleware
-from policyauth.fastapi import BASIC_SCHEME, BEARER_SCHEME, principal, require
+from policyauth.fastapi import BASIC_SCHEME, BEARER_SCHEME, PolicyAuthRoute, principal, require
 
 BOTH: list[dict[str, list[str]]] = [{BEARER_SCHEME: []}, {BASIC_SCHEME: []}]
+README = Path(__file__).resolve().parents[2] / "README.md"
+JSON = {"content-type": "application/json"}
 
 
 @pytest.fixture(scope="module")
@@ -38,10 +48,18 @@ def client(server: Server) -> Iterator[httpx.Client]:
         yield client
 
 
-class TestFastAPIUnderUvicorn(AdapterContract):
-    # Without the ASGI middleware only endpoints that depend on policyauth are decided; a path
-    # no endpoint serves is FastAPI's 404 (the module's docstring says so).
-    unknown_path = (404, None)
+@pytest.fixture(scope="module")
+def dependencies_only_server(
+    deployment: Deployment, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    log = tmp_path_factory.mktemp("fastapi-dependencies-only") / "uvicorn.log"
+    env = {"POLICYAUTH_GUARD_ALL": "0"}
+    with serving("uvicorn", "fastapi_server:app", deployment.policy, log, env) as running:
+        yield running
+
+
+class FastAPIContract(AdapterContract):
+    """What holds in both modes: the dependencies' demands, the principal, OpenAPI."""
 
     def test_require_group_refuses_a_caller_the_policy_let_in(
         self, client: httpx.Client, deployment: Deployment
@@ -77,9 +95,81 @@ class TestFastAPIUnderUvicorn(AdapterContract):
         paths = document["paths"]
         assert paths["/reports/{rest}"]["get"]["security"] == BOTH
         assert paths["/reports/vip"]["get"]["security"] == BOTH
+        assert paths["/admin/items"]["post"]["security"] == BOTH
         for method in ("get", "post", "delete"):
             assert paths["/admin/{rest}"][method]["security"] == BOTH
         assert "security" not in paths["/health"]["get"]
+        assert "security" not in paths["/admin/plain"]["get"]
+
+    def test_an_anonymous_caller_with_a_bad_body_is_401_not_422(self, client: httpx.Client) -> None:
+        """FastAPI parses the body before dependencies run: the policy must decide first."""
+        before = hits(client)
+        for body in (b"not json", b'{"name": 1}'):
+            response = client.post("/admin/items", content=body, headers=JSON)
+            self.assert_refused(response, 401, "no_credentials")
+        assert hits(client) == before
+
+    def test_a_caller_let_in_with_a_bad_body_gets_fastapis_422(
+        self, client: httpx.Client, deployment: Deployment
+    ) -> None:
+        auth = {**JSON, **deployment.bearer(deployment.admin)}
+        response = client.post("/admin/items", content=b"not json", headers=auth)
+        assert response.status_code == 422
+        assert response.json()["detail"][0]["type"] == "json_invalid"
+        good = client.post("/admin/items", json={"name": "x", "count": 1}, headers=auth)
+        assert (good.status_code, good.json()["user"], good.json()["item"]) == (200, "root", "x")
+
+
+class TestFastAPIUnderUvicorn(FastAPIContract):
+    """`install(app, ...)` as it is by default: the policy decides every path."""
+
+    def test_an_endpoint_without_a_dependency_is_decided_by_the_policy(
+        self, client: httpx.Client, deployment: Deployment
+    ) -> None:
+        before = hits(client)
+        anonymous = client.get("/admin/plain")
+        self.assert_refused(anonymous, 401, "no_credentials")
+        assert self.challenges(anonymous) == ['Bearer realm="adapters"', 'Basic realm="adapters"']
+        reporter = client.get("/admin/plain", headers=deployment.bearer(deployment.reporter))
+        self.assert_refused(reporter, 403, "not_allowed")
+        assert hits(client) == before
+        admin = client.get("/admin/plain", headers=deployment.bearer(deployment.admin))
+        assert (admin.status_code, admin.json()) == (200, {"plain": True})
+        assert hits(client) == [*before, "/admin/plain"]
+
+    def test_the_docs_are_denied_unless_the_policy_names_them(self, client: httpx.Client) -> None:
+        self.assert_refused(client.get("/docs"), 403, "no_route")
+        assert client.get("/openapi.json").status_code == 200  # adapters.policy opens it
+
+    def test_a_hostile_target_no_endpoint_serves_is_400(
+        self, client: httpx.Client, deployment: Deployment
+    ) -> None:
+        response = client.get(
+            "/nowhere/%2e%2e/admin/users", headers=deployment.bearer(deployment.admin)
+        )
+        self.assert_refused(response, 400, "malformed_request")
+
+
+class TestFastAPIDependenciesOnlyUnderUvicorn(FastAPIContract):
+    """`install(app, ..., guard_all=False)`: only endpoints that depend on policyauth are
+    decided; a path no endpoint serves is FastAPI's 404."""
+
+    unknown_path = (404, None)
+
+    @pytest.fixture
+    def client(self, dependencies_only_server: Server) -> Iterator[httpx.Client]:
+        with httpx.Client(base_url=dependencies_only_server.url, timeout=10.0) as client:
+            yield client
+
+    def test_an_endpoint_without_a_dependency_is_left_open(self, client: httpx.Client) -> None:
+        response = client.get("/admin/plain")
+        assert (response.status_code, response.json()) == (200, {"plain": True})
+        assert client.get("/docs").status_code == 200
+
+    def test_a_hostile_target_no_endpoint_serves_is_fastapis_404(
+        self, client: httpx.Client
+    ) -> None:
+        assert client.get("/nowhere/%2e%2e/admin/users").status_code == 404
 
 
 def _documents(deployment: Deployment) -> dict[tuple[str, str], Any]:
@@ -194,6 +284,8 @@ route GET /reports/** {
   auth corp
   allow
 }
+
+route GET /openapi.json { public }
 """
 
 
@@ -242,3 +334,103 @@ async def test_on_a_public_route_principal_is_none_and_require_refuses(
     assert (response.status_code, response.json()) == (403, {"error": "not_allowed"})
     response = await _get(open_, "/health", credentials)
     assert (response.status_code, response.json()) == (200, None)
+
+
+async def test_install_puts_one_decision_in_front_and_the_dependencies_read_it(
+    deployment: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No second decision and no second provider call: the engine decides once a request."""
+    api = _api()
+    engine = policyauth.fastapi.install(api, _engine(deployment))
+    made: list[Decision] = []
+    authorize = engine.authorize
+
+    async def counted(*args: Any, **kwargs: Any) -> Decision:
+        made.append(await authorize(*args, **kwargs))
+        return made[-1]
+
+    monkeypatch.setattr(engine, "authorize", counted)
+    response = await _get(api, "/reports/q3", deployment.bearer(deployment.reporter))
+    assert (response.status_code, response.json()["user"]) == (200, "ada")
+    assert response.json()["decision"] == id(made[0])
+    admin = await _get(api, "/admin/users", deployment.bearer(deployment.reporter))
+    assert (admin.status_code, admin.json()) == (403, {"error": "not_allowed"})
+    assert len(made) == 2
+
+
+class Item(BaseModel):
+    name: str
+
+
+def _items(router: FastAPI | APIRouter) -> None:
+    @router.post("/admin/items")
+    async def create(
+        item: Item, caller: Annotated[Principal | None, Depends(principal)]
+    ) -> dict[str, Any]:
+        return {"item": item.name}
+
+
+async def _post(app: Any, target: str, body: bytes) -> httpx.Response:
+    transport = httpx.ASGITransport(app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        return await client.post(target, content=body, headers=JSON)
+
+
+async def test_without_the_middleware_a_router_needs_policyauths_route_class(
+    deployment: Deployment,
+) -> None:
+    """An APIRouter keeps its own route class: PolicyAuthRoute decides before the body."""
+    guarded, plain = APIRouter(route_class=PolicyAuthRoute), APIRouter()
+    _items(guarded)
+    _items(plain)
+    for router, status in ((guarded, 401), (plain, 422)):
+        api = FastAPI()
+        policyauth.fastapi.install(api, _engine(deployment), guard_all=False)
+        api.include_router(router)
+        response = await _post(api, "/admin/items", b"not json")
+        assert response.status_code == status, response.text
+
+
+async def test_the_opt_out_refuses_routes_that_could_not_decide_before_the_body(
+    deployment: Deployment,
+) -> None:
+    early = FastAPI()
+    _items(early)
+    with pytest.raises(TypeError, match=r"before declaring .*: /admin/items$"):
+        policyauth.fastapi.install(early, _engine(deployment), guard_all=False)
+
+    class Custom(APIRoute):
+        pass
+
+    custom = FastAPI()
+    custom.router.route_class = Custom
+    with pytest.raises(TypeError, match=r"route_class .*Custom must derive from"):
+        policyauth.fastapi.install(custom, _engine(deployment), guard_all=False)
+
+
+API_POLICY = re.compile(r"## A policy in ten lines\n\n```\n(.*?)```", re.DOTALL)
+FASTAPI_SNIPPET = re.compile(r"\nFastAPI[^\n]*\n(?:[^\n]+\n)*\n```python\n(.*?)```", re.DOTALL)
+
+
+async def test_the_readmes_fastapi_snippet_runs_as_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the README's own policy as policies/api.policy, the snippet builds an app that
+    serves the policy's route to the caller it names and denies everything else."""
+    readme = README.read_text(encoding="utf-8")
+    policy, snippet = API_POLICY.search(readme), FASTAPI_SNIPPET.search(readme)
+    assert policy is not None
+    assert snippet is not None
+    (tmp_path / "policies").mkdir()
+    (tmp_path / "policies" / "api.policy").write_text(policy.group(1), encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    namespace: dict[str, Any] = {}
+    exec(compile(snippet.group(1), "README.md", "exec"), namespace)
+    app = namespace["app"]
+    assert (await _get(app, "/api/reports/q3")).json() == {"error": "no_credentials"}
+    assert (await _get(app, "/docs")).json() == {"error": "no_route"}
+    assert (await _get(app, "/api/reports/%2e%2e/x")).status_code == 400
+    # The policy has no tokens block: only Bearer is offered, on the snippet's one operation.
+    paths = app.openapi()["paths"]
+    assert list(paths) == ["/api/reports/{name}"]
+    assert paths["/api/reports/{name}"]["get"]["security"] == [{BEARER_SCHEME: []}]
