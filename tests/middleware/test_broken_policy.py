@@ -18,6 +18,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -143,13 +144,6 @@ async def test_without_a_lifespan_every_request_is_refused(
         assert line in logged
 
 
-def _raised(build: object, broken: Path) -> PolicyError:
-    assert callable(build)
-    with pytest.raises(PolicyError) as raised:
-        build(str(broken))
-    return raised.value
-
-
 @pytest.mark.parametrize(
     "build",
     [
@@ -159,9 +153,11 @@ def _raised(build: object, broken: Path) -> PolicyError:
     ],
 )
 def test_written_by_hand_a_broken_policy_raises_with_every_diagnostic(
-    build: object, broken: Path
+    build: Callable[[str], object], broken: Path
 ) -> None:
-    error = _raised(build, broken)
+    with pytest.raises(PolicyError) as raised:
+        build(str(broken))
+    error = raised.value
     assert str(error).endswith("PA110 unknown provider or tokens block `nobody` (and 2 more)")
     notes = "\n".join(getattr(error, "__notes__", []))
     for line in EVERY_DIAGNOSTIC:
