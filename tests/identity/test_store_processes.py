@@ -243,9 +243,9 @@ def test_a_writer_that_cannot_keep_the_owner_warns_on_stderr(worker: Worker, fol
 
 # --- item 1: concurrent writers ---------------------------------------------------------------
 
-# Each writer imports the whole CLI, says it is ready, and waits for one line on stdin before running
-# `policyauth token ...`: all of them then run their read-modify-write at the same moment,
-# instead of one after another as their start-up times would spread them.
+# Each writer imports the whole CLI, says it is ready, and waits for one line on stdin before
+# running `policyauth token ...`: all of them then run their read-modify-write at the same
+# moment, instead of one after another as their start-up times would spread them.
 LAUNCHER = """\
 import sys
 from policyauth.cli.main import build_parser, main
