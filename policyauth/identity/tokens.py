@@ -450,8 +450,7 @@ def _write(target: Path, shown: Path, records: tuple[Record, ...], warn: Warn) -
     file system) and is removed if anything fails. `target` is the real path, so a symbolic
     link to the store keeps pointing at the store. The new file gets the old one's owner,
     group and mode before it takes its place (a store read by a server through its group stays
-    readable); what could not be given is reported to `warn`, and the new file then keeps the
-    safe 0600. The caller holds the store's lock.
+    readable); what could not be given is reported to `warn`. The caller holds the lock.
     """
     text = json.dumps(unstructure(_StoreFile(STORE_VERSION, records)), indent=2) + "\n"
     try:
@@ -491,8 +490,10 @@ def _give(handle: int, model: os.stat_result) -> None:
     """Give the open file `model`'s owner, group and mode, as far as this process may.
 
     Changing the owner takes privilege; a member of the file's group may still keep the group.
-    The mode is set last, as changing the owner clears the set-id bits. Failures are left for
-    the caller to see by comparing the result (fstat) with `model`.
+    When the group could not be kept, the group bits are not given either: they were meant for
+    the old group, not for this process's. The mode is set last, as changing the owner clears
+    the set-id bits. Failures are left for the caller to see by comparing the result (fstat)
+    with `model`.
     """
     current = os.fstat(handle)
     if (current.st_uid, current.st_gid) != (model.st_uid, model.st_gid):
@@ -501,8 +502,11 @@ def _give(handle: int, model: os.stat_result) -> None:
         except OSError:
             with contextlib.suppress(OSError):
                 os.fchown(handle, -1, model.st_gid)
+    mode = stat.S_IMODE(model.st_mode)
+    if os.fstat(handle).st_gid != model.st_gid:
+        mode &= ~stat.S_IRWXG
     with contextlib.suppress(OSError):
-        os.fchmod(handle, stat.S_IMODE(model.st_mode))
+        os.fchmod(handle, mode)
 
 
 def _owner_and_mode(status: os.stat_result) -> tuple[int, int, int]:

@@ -240,6 +240,16 @@ def test_a_writer_that_cannot_keep_the_owner_warns_on_stderr(worker: Worker, fol
         f"{store}`"
     ]
 
+    # A group this writer is not in cannot be kept, and its bits are not given to the
+    # writer's own group instead.
+    for path in (store, lock):
+        os.chown(path, 0, 0)
+        path.chmod(0o644)
+    result = worker.ask(op="cli", argv=argv)
+    assert result["code"] == 0
+    assert owner_and_mode(store) == (nobody, nogroup, 0o604)
+    assert f"(they were 0:0 0644, they are now {nobody}:{nogroup} 0604)" in result["err"]
+
 
 # --- item 1: concurrent writers ---------------------------------------------------------------
 
