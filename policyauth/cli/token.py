@@ -30,7 +30,9 @@ from policyauth.serde import unstructure
 DESCRIPTION = """\
 Issue, list and revoke API tokens for a `tokens` block. The store file holds only SHA-256
 digests of tokens, with the user, groups, creation time, expiry and revocation time of each;
-`create` makes the file (mode 0600) when it does not exist.
+`create` makes the file (mode 0600) when it does not exist. Every change keeps the file's
+owner, group and mode (or warns that it could not), and takes the lock file `FILE.lock`
+beside the store, so that concurrent changes never undo one another.
 
   policyauth token create --store automation.tokens --user ci-bot --groups deploy --expires 90d
   policyauth token list   --store automation.tokens [--format json]
@@ -117,7 +119,7 @@ def _create(args: argparse.Namespace) -> int:
     groups = _groups(args.groups)
     expires = None if args.expires is None else _lifetime(args.expires)
     try:
-        token, record = create(args.store, args.user, groups, expires)
+        token, record = create(args.store, args.user, groups, expires, warn=_warn)
     except ValueError as problem:
         raise UsageError(str(problem)) from None
     out(token)
@@ -144,12 +146,18 @@ def _list(args: argparse.Namespace) -> int:
 
 def _revoke(args: argparse.Namespace) -> int:
     try:
-        record = revoke(args.store, args.token_or_id)
+        record = revoke(args.store, args.token_or_id, warn=_warn)
     except ValueError as problem:
         raise UsageError(str(problem)) from None
     assert record.revoked is not None
     out(f"token {record.id} of `{record.user}` is revoked (since {_time(record.revoked)})")
     return EXIT_OK
+
+
+def _warn(message: str) -> None:
+    """A write that succeeded but could not keep the store's owner, group or mode: the change
+    is made, and whoever ran it must know that a server may no longer read the store."""
+    err(f"policyauth: warning: {message}")
 
 
 def _groups(text: str) -> list[str]:

@@ -16,6 +16,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import attrs
@@ -86,7 +87,10 @@ class RemoteIdentitySource:
             max_entries=cache_size,
             clock=clock or time.monotonic,
         )
-        self._stores = {name: TokenStore(spec.store) for name, spec in policy.tokens.items()}
+        grace = timedelta(milliseconds=settings.store_grace_ms)
+        self._stores = {
+            name: TokenStore(spec.store, grace=grace) for name, spec in policy.tokens.items()
+        }
         self._providers = dict(policy.providers)  # a plain dict: looked up on every request
         self._endpoints: dict[str, Endpoints] = {}  # provider -> what discovery found
         self._async_flights: dict[bytes, asyncio.Future[IdentityResult]] = {}

@@ -13,13 +13,19 @@ is caught, and one in the checksum or prefix trivially is.
 
 The store file is JSON, `{"version": 1, "tokens": [record, ...]}`, read strictly through
 `policyauth.serde` and written atomically (a temporary file in the same folder, then
-`os.replace`) with mode 0600. A running `TokenStore` re-reads it when it changes, so
+`os.replace`). Every change (`create`, `revoke`) is a read-modify-write done under an exclusive
+advisory lock on `<store>.lock` beside the store, reading the file again once the lock is held:
+without it, two writers that read the same version each replace it with their own change, and
+one change is lost (a revocation reported as done, and undone). A rewrite keeps the file's
+owner, group and mode, so a server that reads it through its group can still read it; a new
+store is created with mode 0600. A running `TokenStore` re-reads the file when it changes, so
 `policyauth token revoke` takes effect without a restart.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import hmac
 import json
@@ -27,18 +33,20 @@ import logging
 import os
 import re
 import secrets
+import stat
 import string
 import tempfile
 import threading
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
 import attrs
 
-from policyauth.identity.source import Credential, Identity, Invalid
+from policyauth.identity.source import Credential, Identity, Invalid, Unavailable
+from policyauth.language.model import DEFAULT_STORE_GRACE_MS
 from policyauth.request import BasicCredential
 from policyauth.serde import SerdeError, structure, unstructure
 
@@ -53,17 +61,24 @@ TOKEN_LENGTH = len(TOKEN_PREFIX) + _RANDOM_LENGTH + _CHECKSUM_LENGTH
 ID_LENGTH = 12  # hex digits of the digest: 48 bits, unique in a store (create makes sure)
 STORE_VERSION = 1
 RELOAD_INTERVAL = timedelta(seconds=1)
+STORE_GRACE = timedelta(milliseconds=DEFAULT_STORE_GRACE_MS)  # `store_grace` unless set
+NEW_STORE_MODE = 0o600  # a store created by `create`: only its owner may read the digests
+LOCK_SUFFIX = ".lock"
 
 _DIGEST = re.compile(r"[0-9a-f]{64}")
 _ID = re.compile(r"[0-9a-fA-F]{12}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 Clock = Callable[[], datetime]  # aware UTC datetimes
+Warn = Callable[[str], None]  # where a write reports what it could not do (the CLI: stderr)
 Status = Literal["active", "expired", "revoked"]
 
 __all__ = [
     "ID_LENGTH",
+    "LOCK_SUFFIX",
+    "NEW_STORE_MODE",
     "RELOAD_INTERVAL",
+    "STORE_GRACE",
     "STORE_VERSION",
     "TOKEN_LENGTH",
     "TOKEN_PREFIX",
@@ -73,6 +88,7 @@ __all__ = [
     "TokenLookupError",
     "TokenStore",
     "TokenStoreError",
+    "Warn",
     "create",
     "digest_of",
     "list_records",
@@ -199,11 +215,13 @@ def create(
     expires: timedelta | None = None,
     *,
     clock: Clock = utc_now,
+    warn: Warn = log.warning,
 ) -> tuple[str, Record]:
     """Issue a token for `user`, add its record to the store (created if missing), return both.
 
     The token is returned once and never stored. Raises `ValueError` for an unusable user,
-    group or lifetime, and `TokenStoreError` when the store cannot be read or written.
+    group or lifetime, and `TokenStoreError` when the store cannot be read or written; `warn`
+    hears when the rewritten store could not keep its owner, group or mode.
     """
     problem = _user_problem(user)
     if problem is not None:
@@ -215,29 +233,37 @@ def create(
             raise ValueError(problem)
     if expires is not None and expires <= timedelta(0):
         raise ValueError("the lifetime of a token must be positive")
-    target = Path(path)
-    records = _read_records(target, missing_ok=True)
     now = clock().astimezone(UTC).replace(microsecond=0)
     try:
         end = None if expires is None else now + expires
     except OverflowError:
         raise ValueError("the lifetime of a token is too long") from None
-    taken = {record.id for record in records}
-    token = new_token()
-    while digest_of(token)[:ID_LENGTH] in taken:  # keeps ids unambiguous for `revoke`
+    shown = Path(path)
+    with _locked(shown) as target:
+        records = _read_records(target, missing_ok=True, shown=shown)
+        taken = {record.id for record in records}
         token = new_token()
-    record = Record(digest_of(token), user, tuple(group_list), now, end, None)
-    _write(target, (*records, record))
+        while digest_of(token)[:ID_LENGTH] in taken:  # keeps ids unambiguous for `revoke`
+            token = new_token()
+        record = Record(digest_of(token), user, tuple(group_list), now, end, None)
+        _write(target, shown, (*records, record), warn)
     return token, record
 
 
-def revoke(path: str | os.PathLike[str], token_or_id: str, *, clock: Clock = utc_now) -> Record:
+def revoke(
+    path: str | os.PathLike[str],
+    token_or_id: str,
+    *,
+    clock: Clock = utc_now,
+    warn: Warn = log.warning,
+) -> Record:
     """Mark the token given by itself or by its id as revoked, and return its record.
 
     Revoking a revoked token changes nothing and returns the record with its first
     revocation time. Raises `ValueError` when `token_or_id` is neither a well-formed token
     nor an id (the value is not echoed: it may be a mistyped token), `TokenLookupError`
-    when no single record matches, `TokenStoreError` when the store cannot be used.
+    when no single record matches, `TokenStoreError` when the store cannot be used; `warn`
+    hears when the rewritten store could not keep its owner, group or mode.
     """
     if looks_valid(token_or_id):
         wanted = digest_of(token_or_id).encode("ascii")
@@ -258,34 +284,39 @@ def revoke(path: str | os.PathLike[str], token_or_id: str, *, clock: Clock = utc
             f"expected a token id ({ID_LENGTH} hexadecimal digits, as `token list` shows) "
             f"or a whole `{TOKEN_PREFIX}` token"
         )
-    target = Path(path)
-    records = list_records(target)
-    found = [index for index, record in enumerate(records) if matches(record)]
-    if not found:
-        raise TokenLookupError(f"{described} is not in token store `{target}`")
-    if len(found) > 1:
-        raise TokenLookupError(
-            f"{described} matches {len(found)} tokens in token store `{target}`; "
-            "revoke by the token itself"
-        )
-    index = found[0]
-    if records[index].revoked is not None:
-        return records[index]
-    revoked = attrs.evolve(records[index], revoked=clock().astimezone(UTC).replace(microsecond=0))
-    _write(target, (*records[:index], revoked, *records[index + 1 :]))
+    shown = Path(path)
+    list_records(shown)  # a missing store is an error before any lock file is made for it
+    with _locked(shown) as target:
+        records = _read_records(target, missing_ok=False, shown=shown)
+        found = [index for index, record in enumerate(records) if matches(record)]
+        if not found:
+            raise TokenLookupError(f"{described} is not in token store `{shown}`")
+        if len(found) > 1:
+            raise TokenLookupError(
+                f"{described} matches {len(found)} tokens in token store `{shown}`; "
+                "revoke by the token itself"
+            )
+        index = found[0]
+        if records[index].revoked is not None:
+            return records[index]
+        now = clock().astimezone(UTC).replace(microsecond=0)
+        revoked = attrs.evolve(records[index], revoked=now)
+        _write(target, shown, (*records[:index], revoked, *records[index + 1 :]), warn)
     return revoked
 
 
-def _read_records(path: Path, *, missing_ok: bool) -> tuple[Record, ...]:
+def _read_records(path: Path, *, missing_ok: bool, shown: Path | None = None) -> tuple[Record, ...]:
+    """The records of the file at `path`; messages name it as `shown` (what the user typed)."""
+    shown = path if shown is None else shown
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
         if missing_ok:
             return ()
-        raise TokenStoreError(f"token store `{path}` does not exist") from None
+        raise TokenStoreError(f"token store `{shown}` does not exist") from None
     except OSError as error:
-        raise TokenStoreError(_os_problem("cannot read", path, error)) from None
-    return _parse(raw, path)
+        raise TokenStoreError(_os_problem("cannot read", shown, error)) from None
+    return _parse(raw, shown)
 
 
 def _parse(raw: bytes, path: Path) -> tuple[Record, ...]:
@@ -374,35 +405,126 @@ def _unique(items: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(items))
 
 
-def _write(path: Path, records: tuple[Record, ...]) -> None:
-    """Replace the store atomically, mode 0600: a reader sees the old file or the new one.
+@contextlib.contextmanager
+def _locked(shown: Path) -> Iterator[Path]:
+    """Hold the store's write lock; yields the store's real path (symbolic links resolved).
+
+    The lock is `flock` on `<store>.lock` beside the real file, so every name of the store
+    shares one lock; the store itself cannot carry it, as each write replaces it with a new
+    file. The lock file is made once and never removed (removing it would let a writer lock a
+    file that the next writer no longer sees). It is opened read-only, so whoever may read it
+    may lock it; a new one gets the store's owner, group and mode, which lets whoever may
+    rewrite the store take its lock. The lock is released when the file is closed, so a writer
+    that dies holds nothing. Waiting is unbounded: a write holds the lock for milliseconds.
+    """
+    target = Path(os.path.realpath(shown))
+    lock = target.with_name(target.name + LOCK_SUFFIX)
+    flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW  # a planted link cannot redirect it
+    try:
+        try:
+            handle = os.open(lock, flags | os.O_CREAT | os.O_EXCL, NEW_STORE_MODE)
+        except FileExistsError:
+            handle = os.open(lock, flags)
+        else:
+            with contextlib.suppress(OSError):  # best effort: 0600 and our owner otherwise
+                _give(handle, os.stat(target))
+    except OSError as error:
+        reason = (error.strerror or "input/output error").lower()
+        hint = ""
+        if isinstance(error, PermissionError):
+            hint = "; whoever changes the store must be able to read its lock file"
+        raise TokenStoreError(
+            f"cannot lock token store `{shown}` (lock file `{lock}`): {reason}{hint}"
+        ) from None
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield target
+    finally:
+        os.close(handle)
+
+
+def _write(target: Path, shown: Path, records: tuple[Record, ...], warn: Warn) -> None:
+    """Replace the store atomically: a reader sees the old file or the new one, never a mix.
 
     The temporary file lives in the store's folder (os.replace is atomic only within one
-    file system) and is removed if anything fails. A symbolic link to the store is followed,
-    so the link keeps pointing at the store.
+    file system) and is removed if anything fails. `target` is the real path, so a symbolic
+    link to the store keeps pointing at the store. The new file gets the old one's owner,
+    group and mode before it takes its place (a store read by a server through its group stays
+    readable); what could not be given is reported to `warn`. The caller holds the lock.
     """
-    target = Path(os.path.realpath(path))
     text = json.dumps(unstructure(_StoreFile(STORE_VERSION, records)), indent=2) + "\n"
+    try:
+        before: os.stat_result | None = os.stat(target)
+    except FileNotFoundError:
+        before = None
+    except OSError as error:
+        raise TokenStoreError(_os_problem("cannot write", shown, error)) from None
     try:
         handle, temporary = tempfile.mkstemp(
             dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"
         )
     except OSError as error:
-        raise TokenStoreError(_os_problem("cannot write", path, error)) from None
+        raise TokenStoreError(_os_problem("cannot write", shown, error)) from None
     try:
         with os.fdopen(handle, "w", encoding="utf-8") as file:
-            os.fchmod(file.fileno(), 0o600)
+            os.fchmod(file.fileno(), NEW_STORE_MODE)
+            if before is not None:
+                _give(file.fileno(), before)
+            after = os.fstat(file.fileno())
             file.write(text)
             file.flush()
             os.fsync(file.fileno())
         os.replace(temporary, target)
     except OSError as error:
         _remove(temporary)
-        raise TokenStoreError(_os_problem("cannot write", path, error)) from None
+        raise TokenStoreError(_os_problem("cannot write", shown, error)) from None
     except BaseException:
         _remove(temporary)
         raise
     _sync_folder(target.parent)
+    if before is not None and _owner_and_mode(after) != _owner_and_mode(before):
+        warn(_not_kept(shown, before, after))
+
+
+def _give(handle: int, model: os.stat_result) -> None:
+    """Give the open file `model`'s owner, group and mode, as far as this process may.
+
+    Changing the owner takes privilege; a member of the file's group may still keep the group.
+    When the group could not be kept, the group bits are not given either: they were meant for
+    the old group, not for this process's. The mode is set last, as changing the owner clears
+    the set-id bits. Failures are left for the caller to see by comparing the result (fstat)
+    with `model`.
+    """
+    current = os.fstat(handle)
+    if (current.st_uid, current.st_gid) != (model.st_uid, model.st_gid):
+        try:
+            os.fchown(handle, model.st_uid, model.st_gid)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.fchown(handle, -1, model.st_gid)
+    mode = stat.S_IMODE(model.st_mode)
+    if os.fstat(handle).st_gid != model.st_gid:
+        mode &= ~stat.S_IRWXG
+    with contextlib.suppress(OSError):
+        os.fchmod(handle, mode)
+
+
+def _owner_and_mode(status: os.stat_result) -> tuple[int, int, int]:
+    return (status.st_uid, status.st_gid, stat.S_IMODE(status.st_mode))
+
+
+def _not_kept(shown: Path, before: os.stat_result, after: os.stat_result) -> str:
+    """The warning for a rewrite that changed the store's owner, group or mode."""
+    uid, gid, mode = _owner_and_mode(before)
+    new_uid, new_gid, new_mode = _owner_and_mode(after)
+    return (
+        f"token store `{shown}` was rewritten, but the new file could not be given the old "
+        f"one's owner, group and mode (they were {uid}:{gid} {mode:04o}, they are now "
+        f"{new_uid}:{new_gid} {new_mode:04o}): a server that read it through them may no "
+        f"longer be able to, and refuses its tokens with 503 after `store_grace`; run this "
+        f"as the file's owner or as root, or restore them with "
+        f"`chown {uid}:{gid} {shown} && chmod {mode:04o} {shown}`"
+    )
 
 
 def _remove(path: str) -> None:
@@ -430,23 +552,31 @@ def _os_problem(action: str, path: Path, error: OSError) -> str:
 
 # --- checking tokens at request time ----------------------------------------------------------
 
-# What identifies one version of the store file: (device, inode, mtime_ns, size). os.replace
-# always brings a new inode, so every write by `create` and `revoke` is noticed even within one
-# timestamp tick. A string stands for a file that could not be examined ("missing", ...).
-_Signature = tuple[int, int, int, int] | str
+# What identifies one version of the store file: (device, inode, mtime_ns, ctime_ns, size).
+# os.replace always brings a new inode, and a file system may hand a freed inode number to the
+# next file, but a write by `create` or `revoke` always grows the file (a record is added, or a
+# `null` becomes a timestamp), so no write by them can bring back the signature last read. The
+# ctime catches what keeps the contents: chmod, chown, an in-place copy that keeps the mtime.
+# A string stands for a file that could not be examined ("missing", "error 13", ...).
+_Signature = tuple[int, int, int, int, int] | str
 
 
 class TokenStore:
     """The tokens of one store file, checked per request; safe to share between threads.
 
-    The file is read at construction, and then re-read when its signature (inode, mtime,
-    size) changes, looked at most once per `reload_interval` of `clock`, so a revocation
-    takes effect within about a second without a restart. If the file becomes unreadable or
-    invalid, the last good contents stay in force and a warning is logged (once per change
-    of the file): failing over to "no tokens" would turn a bad edit into an outage, failing
-    over to "any token" is out of the question, and keeping what was last known to be right
-    keeps revocations made so far. A file missing at construction is an empty store (every
-    token invalid), with a warning.
+    The file is read at construction, and then re-read when its signature changes, looked at
+    most once per `reload_interval` of `clock`, so a revocation takes effect within about a
+    second without a restart.
+
+    If the file becomes unreadable (permissions, gone, invalid), the last good contents stay
+    in force for at most `grace` after they were last confirmed, with a warning: failing over
+    to "no tokens" at once would turn a bad edit into an outage, and any token is out of the
+    question. After `grace` every token of the store is "unavailable" (503, never 401, never
+    cached) until the file can be read again, so a revocation written to a file that this
+    process cannot read is never kept alive for ever: it is in force, or the store's tokens are
+    refused, at most `grace` and one `reload_interval` after it was made. A store that could
+    not be read at construction is unavailable at once. A store missing at construction is an
+    empty store (every token invalid: none was issued yet), with a warning.
     """
 
     def __init__(
@@ -455,27 +585,34 @@ class TokenStore:
         *,
         clock: Clock = utc_now,
         reload_interval: timedelta = RELOAD_INTERVAL,
+        grace: timedelta = STORE_GRACE,
     ) -> None:
         self._path = Path(path)
         self._clock = clock
         self._interval = reload_interval
+        self._grace = grace
         self._lock = threading.Lock()
         self._by_digest: dict[bytes, Record] = {}
-        self._signature: _Signature | None = None
+        self._signature: _Signature | None = None  # the file as last looked at
+        self._good = False  # whether `_by_digest` is what that file holds
+        self._loaded = False  # whether the file has ever been read
+        self._confirmed: datetime | None = None  # when `_good` was last found true
+        self._trouble = False  # whether a warning said the file cannot be read
+        self._lapsed = False  # whether the grace ran out (warned once per outage)
         self._checked: datetime | None = None
         with self._lock:
             self._checked = clock()
-            self._refresh()
+            self._refresh(self._checked)
 
     @property
     def path(self) -> Path:
         return self._path
 
-    def verify(self, credential: Credential) -> Identity | Invalid:
-        """The identity a token belongs to, or why it is refused. Never raises.
+    def verify(self, credential: Credential) -> Identity | Invalid | Unavailable:
+        """The identity a token belongs to, why it is refused, or why it cannot be checked.
 
-        Bearer: the token itself. Basic: the secret is the token and the user must be the
-        token's user. Details never contain the token.
+        Never raises. Bearer: the token itself. Basic: the secret is the token and the user
+        must be the token's user. Details never contain the token.
         """
         try:
             return self._verify(credential)
@@ -483,7 +620,7 @@ class TokenStore:
             log.error("token store `%s`: token check failed (%s)", self._path, type(error).__name__)
             return Invalid("the token could not be checked")
 
-    def _verify(self, credential: Credential) -> Identity | Invalid:
+    def _verify(self, credential: Credential) -> Identity | Invalid | Unavailable:
         if isinstance(credential, BasicCredential):
             token, user = credential.secret, credential.user
         else:
@@ -492,6 +629,8 @@ class TokenStore:
             return Invalid("malformed token")
         now = self._clock()
         self._maybe_refresh(now)
+        if not self._usable(now):
+            return Unavailable("the token store cannot be read")
         presented = hashlib.sha256(token.encode("ascii")).digest()
         record = self._by_digest.get(presented)
         # The dictionary finds the candidate; the decision is a constant-time comparison of
@@ -505,6 +644,28 @@ class TokenStore:
             return Invalid(f"token {status}")
         return Identity({"username": record.user, "groups": list(record.groups)})
 
+    def _usable(self, now: datetime) -> bool:
+        """Whether the records in memory may decide: the file's own, or confirmed within grace.
+
+        A clock set back past the confirmation counts as the grace having run out.
+        """
+        if self._good:
+            return True
+        confirmed = self._confirmed
+        if confirmed is not None and timedelta(0) <= now - confirmed <= self._grace:
+            return True
+        if not self._lapsed:
+            with self._lock:
+                if not self._lapsed and not self._good:
+                    self._lapsed = True
+                    log.warning(
+                        "token store `%s` has not been readable for `store_grace` (%s); its "
+                        "tokens are refused with 503 until it can be read again",
+                        self._path,
+                        _seconds(self._grace),
+                    )
+        return False
+
     def _maybe_refresh(self, now: datetime) -> None:
         if self._fresh(now):
             return
@@ -512,61 +673,90 @@ class TokenStore:
             if self._fresh(now):  # another thread looked while this one waited
                 return
             self._checked = now
-            self._refresh()
+            self._refresh(now)
 
     def _fresh(self, now: datetime) -> bool:
         """Whether the file was looked at less than one interval ago (a clock set back: no)."""
         checked = self._checked
         return checked is not None and timedelta(0) <= now - checked < self._interval
 
-    def _refresh(self) -> None:
+    def _refresh(self, now: datetime) -> None:
         """Re-read the file if its signature changed; the caller holds the lock."""
         try:
-            stat = os.stat(self._path)
+            status = os.stat(self._path)
         except FileNotFoundError:
-            self._changed("missing", None)
+            self._unreadable(now, "missing", None)
             return
         except OSError as error:
-            self._changed(f"error {error.errno}", error)
+            self._unreadable(now, f"error {error.errno}", error)
             return
-        if _signature(stat) == self._signature:
+        if _signature(status) == self._signature:
+            self._confirm(now, good=self._good)
             return
         try:
             with open(self._path, "rb") as file:
                 signature = _signature(os.fstat(file.fileno()))
                 raw = file.read()
         except OSError as error:
-            self._changed(f"error {error.errno}", error)
+            self._unreadable(now, f"error {error.errno}", error)
             return
         self._signature = signature
         try:
             records = _parse(raw, self._path)
         except TokenStoreError as problem:
-            log.warning("%s; keeping the %d tokens last read", problem, len(self._by_digest))
+            self._confirm(now, good=False)
+            self._trouble = True
+            log.warning("%s; %s", problem, self._keeping())
             return
         self._by_digest = {bytes.fromhex(record.digest): record for record in records}
+        self._loaded = True
+        self._confirm(now, good=True)
 
-    def _changed(self, signature: str, error: OSError | None) -> None:
-        """Note a file that cannot be examined, warning once per new condition."""
+    def _confirm(self, now: datetime, *, good: bool) -> None:
+        """Record what the last look found; say so when a store that was in trouble is back."""
+        if good and self._trouble:
+            log.warning("token store `%s` can be read again", self._path)
+            self._trouble = self._lapsed = False
+        self._good = good
+        if good:
+            self._confirmed = now
+
+    def _unreadable(self, now: datetime, signature: str, error: OSError | None) -> None:
+        """Note a file that cannot be examined, warning once per new condition.
+
+        A store that has never been read and does not exist is empty, not unreadable: none of
+        its tokens can have been issued yet, so refusing them (401) loses nothing.
+        """
+        empty = error is None and not self._loaded
         if signature == self._signature:
+            self._confirm(now, good=empty)
             return
-        first = self._signature is None
         self._signature = signature
-        if first and error is None:
+        self._confirm(now, good=empty)
+        if empty:
             log.warning("token store `%s` does not exist; no token is accepted", self._path)
-        elif error is None:
-            log.warning(
-                "token store `%s` has disappeared; keeping the %d tokens last read",
-                self._path,
-                len(self._by_digest),
-            )
+            return
+        self._trouble = True
+        if error is None:
+            log.warning("token store `%s` has disappeared; %s", self._path, self._keeping())
         else:
-            log.warning(
-                "%s; keeping the %d tokens last read",
-                _os_problem("cannot read", self._path, error),
-                len(self._by_digest),
-            )
+            problem = _os_problem("cannot read", self._path, error)
+            log.warning("%s; %s", problem, self._keeping())
+
+    def _keeping(self) -> str:
+        """What the store does while it cannot be read, for the warning that says so."""
+        if self._confirmed is None:
+            return "its tokens are refused with 503 until it can be read"
+        return (
+            f"keeping the {len(self._by_digest)} tokens last read for at most `store_grace` "
+            f"({_seconds(self._grace)}), then refusing them with 503 until it can be read"
+        )
 
 
-def _signature(stat: os.stat_result) -> tuple[int, int, int, int]:
-    return (stat.st_dev, stat.st_ino, stat.st_mtime_ns, stat.st_size)
+def _signature(status: os.stat_result) -> tuple[int, int, int, int, int]:
+    return (status.st_dev, status.st_ino, status.st_mtime_ns, status.st_ctime_ns, status.st_size)
+
+
+def _seconds(duration: timedelta) -> str:
+    """`60s`, `1.5s`: a duration as a warning shows it."""
+    return f"{duration.total_seconds():g}s"

@@ -309,6 +309,7 @@ class _Checker:
             "negative_ttl": lambda v, k: self._duration(v, k, zero=True),
             "timeout": lambda v, k: self._duration(v, k, zero=False),
             "max_path": self._count,
+            "store_grace": lambda v, k: self._duration(v, k, zero=True),
         }
         values: dict[str, Any] = {}
         for key, setting in entries.items():
@@ -334,6 +335,7 @@ class _Checker:
             negative_ttl_ms=values.get("negative_ttl", defaults.negative_ttl_ms),
             timeout_ms=values.get("timeout", defaults.timeout_ms),
             max_path=values.get("max_path", defaults.max_path),
+            store_grace_ms=values.get("store_grace", defaults.store_grace_ms),
         )
 
     def _tokens(self, decl: ast.TokensDecl) -> TokensSpec | None:

@@ -19,6 +19,7 @@ DEFAULT_CACHE_TTL_MS = 5 * 60_000
 DEFAULT_NEGATIVE_TTL_MS = 30_000
 DEFAULT_TIMEOUT_MS = 3_000
 DEFAULT_MAX_PATH = 8192
+DEFAULT_STORE_GRACE_MS = 60_000
 
 
 @attrs.frozen
@@ -28,6 +29,7 @@ class Settings:
     negative_ttl_ms: int = DEFAULT_NEGATIVE_TTL_MS
     timeout_ms: int = DEFAULT_TIMEOUT_MS
     max_path: int = DEFAULT_MAX_PATH
+    store_grace_ms: int = DEFAULT_STORE_GRACE_MS
 
 
 @attrs.frozen

@@ -224,7 +224,8 @@ def test_a_store_in_a_missing_folder_exits_2(run, tmp_path: Path) -> None:
     result = run("create", "--store", str(store), "--user", "bob")
     assert (result.code, result.out) == (2, "")
     assert result.err == (
-        f"policyauth: cannot write token store `{store}`: no such file or directory\n"
+        f"policyauth: cannot lock token store `{store}` (lock file `{store}.lock`): "
+        "no such file or directory\n"
     )
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from policyauth.evaluator import TOKEN_PREFIX as ROUTING_PREFIX
-from policyauth.identity import Identity, Invalid
+from policyauth.identity import Identity, Invalid, Unavailable
 from policyauth.identity import tokens as tokens_module
 from policyauth.identity.tokens import (
     TOKEN_LENGTH,
@@ -37,6 +37,8 @@ from policyauth.request import BasicCredential, BearerCredential
 
 ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 START = datetime(2026, 11, 29, 1, 2, 3, tzinfo=UTC)
+LOCK_NAME = "automation.tokens.lock"  # the writers' lock file, beside the store, kept
+GRACE = "for at most `store_grace` (60s), then refusing them with 503 until it can be read"
 
 
 class FakeClock:
@@ -214,7 +216,7 @@ def test_create_refuses_unusable_input_without_writing(
 def test_writes_leave_no_temporary_files(store_path: Path, clock: FakeClock) -> None:
     ids = [create(store_path, f"user{n}", clock=clock)[1].id for n in range(5)]
     revoke(store_path, ids[2], clock=clock)
-    assert os.listdir(store_path.parent) == [store_path.name]
+    assert sorted(os.listdir(store_path.parent)) == [store_path.name, LOCK_NAME]
 
 
 def test_a_failed_write_keeps_the_old_file_and_removes_the_temporary(
@@ -230,7 +232,7 @@ def test_a_failed_write_keeps_the_old_file_and_removes_the_temporary(
     with pytest.raises(TokenStoreError, match=r"cannot write token store .*: no space left"):
         create(store_path, "bob", clock=clock)
     assert store_path.read_bytes() == before
-    assert os.listdir(store_path.parent) == [store_path.name]
+    assert sorted(os.listdir(store_path.parent)) == [store_path.name, LOCK_NAME]
 
 
 @pytest.mark.parametrize(
@@ -497,7 +499,7 @@ def test_a_corrupt_store_keeps_the_last_good_contents_and_warns_once(
     messages = tokens_warnings(warnings)
     assert len(messages) == 1
     assert messages[0].startswith(f"token store `{store_path}` is not valid json (line ")
-    assert messages[0].endswith("; keeping the 1 tokens last read")
+    assert messages[0].endswith(f"; keeping the 1 tokens last read {GRACE}")
     assert token not in messages[0]
 
     # Valid JSON that is not a valid store: the same, and the warning says where.
@@ -511,7 +513,7 @@ def test_a_corrupt_store_keeps_the_last_good_contents_and_warns_once(
     revoke(store_path, record.id, clock=clock)
     clock.advance(seconds=1)
     assert store.verify(BearerCredential(token)) == Invalid("token revoked")
-    assert len(tokens_warnings(warnings)) == 2
+    assert tokens_warnings(warnings)[2:] == [f"token store `{store_path}` can be read again"]
 
 
 def test_a_deleted_store_keeps_the_last_good_contents(
@@ -523,7 +525,7 @@ def test_a_deleted_store_keeps_the_last_good_contents(
     clock.advance(seconds=1)
     assert isinstance(store.verify(BearerCredential(token)), Identity)
     assert tokens_warnings(warnings) == [
-        f"token store `{store_path}` has disappeared; keeping the 1 tokens last read"
+        f"token store `{store_path}` has disappeared; keeping the 1 tokens last read {GRACE}"
     ]
 
 
@@ -564,7 +566,7 @@ def test_concurrent_verification_while_the_store_changes(store_path: Path) -> No
     assert len(results) == 8 * 200
     assert all(result == (expected, expected, Invalid("token revoked")) for result in results)
     assert len(list_records(store_path)) == 22
-    assert os.listdir(store_path.parent) == [store_path.name]
+    assert sorted(os.listdir(store_path.parent)) == [store_path.name, LOCK_NAME]
 
 
 def test_no_log_record_carries_a_token(
@@ -572,7 +574,7 @@ def test_no_log_record_carries_a_token(
 ) -> None:
     caplog.set_level(logging.DEBUG)
     token, _ = create(store_path, "ci-bot", expires=timedelta(hours=1), clock=clock)
-    store = TokenStore(store_path, clock=clock)
+    store = TokenStore(store_path, clock=clock, grace=timedelta(hours=3))
     typo = token[:-1] + ("0" if token[-1] != "0" else "1")
     for credential in (
         BearerCredential(token),
@@ -584,7 +586,9 @@ def test_no_log_record_carries_a_token(
     store_path.write_text("{" + token, encoding="utf-8")  # someone pasted a token into the file
     clock.advance(hours=2)
     assert store.verify(BearerCredential(token)) == Invalid("token expired")
-    assert caplog.records  # the corrupt file was reported
+    clock.advance(hours=2)  # past store_grace
+    assert store.verify(BearerCredential(token)) == Unavailable("the token store cannot be read")
+    assert len(caplog.records) == 2  # the corrupt file, then the end of its grace
     for logged in caplog.records:
         text = logged.getMessage()
         assert token[3:35] not in text
