@@ -93,7 +93,7 @@ def request_target(scope: Scope) -> str | Rejection:
     path = raw.decode("latin-1") if raw else quote(decoded, safe="/:@!$&'()*+,;=~")
     routed = route_path(decoded, scope.get("root_path", ""))
     mount = decoded[: len(decoded) - len(routed)]
-    found = routed_target(path, _utf8(routed), _utf8(mount))
+    found = routed_target(path, _utf8(routed), _utf8(mount), whole=False)
     if isinstance(found, Rejection):
         return found
     query = scope.get("query_string", b"")

@@ -162,7 +162,7 @@ def request_target(request: Any) -> str | Rejection:
         raw_path = raw.decode("latin-1") if raw else quote(decoded, safe=_SAFE)
         routed = str(request.path_info)
         mount = decoded[: len(decoded) - len(routed)] if decoded.endswith(routed) else ""
-        found = routed_target(raw_path, _utf8(routed), _utf8(mount))
+        found = routed_target(raw_path, _utf8(routed), _utf8(mount), whole=False)
         if isinstance(found, Rejection):
             return found
         query = scope.get("query_string", b"")

@@ -24,7 +24,9 @@ from policyauth.request.canonical import Rejection, canonical_target, quote_inpu
 _ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
 
 
-def routed_target(raw_path: str, routed: bytes, mount: bytes) -> str | Rejection:
+def routed_target(
+    raw_path: str, routed: bytes, mount: bytes, *, whole: bool = True
+) -> str | Rejection:
     """The part of `raw_path` that decodes to `routed`, the path the application routes on.
 
     `raw_path` is the path as received (one character per byte, no query); `routed` and
@@ -34,16 +36,19 @@ def routed_target(raw_path: str, routed: bytes, mount: bytes) -> str | Rejection
     after the mount when it decodes to `mount + routed` (`/` for an empty rest, which
     frameworks serve as their root), and otherwise a Rejection: the canonicalizer's own, when
     the raw path is malformed anyway, else one that names the path the application routes on.
+
+    `whole=False` refuses a raw path that decodes to `routed` itself when a mount was cut: in
+    ASGI, `path` includes `root_path` (servers put it in both `path` and `raw_path`), so a raw
+    path without it means that something changed `path` on its way to the application.
     """
-    try:
-        decoded = unquote_to_bytes(raw_path.encode("latin-1")) if "%" in raw_path else None
-    except UnicodeEncodeError:  # not a raw path (one byte per character): never guessed at
-        return _mismatch(raw_path, routed, mount)
-    if decoded is None:
-        if raw_path.isascii() and raw_path.encode("ascii") == routed:
-            return raw_path  # the common case: nothing to decode, no mount
-        decoded = raw_path.encode("latin-1", "replace")
-    if decoded == routed:
+    if "%" not in raw_path and raw_path.isascii():
+        decoded = raw_path.encode("ascii")  # the common case: nothing to decode
+    else:
+        try:
+            decoded = unquote_to_bytes(raw_path.encode("latin-1"))
+        except UnicodeEncodeError:  # not one character per byte: never guessed at
+            return _mismatch(raw_path, routed, mount)
+    if decoded == routed and (whole or not mount):
         return raw_path
     if mount and decoded == mount + routed:
         rest = raw_path[_raw_length(raw_path, len(mount)) :]
