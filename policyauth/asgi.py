@@ -91,13 +91,17 @@ def request_target(scope: Scope) -> str | Rejection:
     decoded = scope.get("path", "/")
     raw = scope.get("raw_path")
     path = raw.decode("latin-1") if raw else quote(decoded, safe="/:@!$&'()*+,;=~")
-    routed = route_path(decoded, scope.get("root_path", ""))
-    mount = decoded[: len(decoded) - len(routed)]
-    found = routed_target(path, _utf8(routed), _utf8(mount), whole=False)
-    if isinstance(found, Rejection):
-        return found
+    root = scope.get("root_path", "")
+    if root or path != decoded or "%" in path or not path.isascii():
+        # Anything but the common case (no mount, nothing to decode, the raw path is `path`).
+        routed = route_path(decoded, root)
+        mount = decoded[: len(decoded) - len(routed)]
+        found = routed_target(path, _utf8(routed), _utf8(mount), whole=False)
+        if isinstance(found, Rejection):
+            return found
+        path = found
     query = scope.get("query_string", b"")
-    return found + ("?" + query.decode("latin-1") if query else "")
+    return path + ("?" + query.decode("latin-1") if query else "")
 
 
 def route_path(path: str, root: str) -> str:

@@ -100,14 +100,17 @@ def request_target(environ: Environ) -> str | Rejection:
     when the raw path is neither `PATH_INFO` nor `SCRIPT_NAME + PATH_INFO` (see the module)."""
     raw = str(environ.get("RAW_URI") or environ.get("REQUEST_URI") or "")
     if raw:
-        raw_path, _, query = raw.partition("?")
-        path = routed_target(
-            raw_path,
-            _environ_bytes(environ, "PATH_INFO"),
-            _environ_bytes(environ, "SCRIPT_NAME"),
-        )
-        if isinstance(path, Rejection):
-            return path
+        path, _, query = raw.partition("?")
+        if "%" in path or path != environ.get("PATH_INFO"):
+            # Anything but the common case (nothing to decode, the raw path is PATH_INFO).
+            found = routed_target(
+                path,
+                _environ_bytes(environ, "PATH_INFO"),
+                _environ_bytes(environ, "SCRIPT_NAME"),
+            )
+            if isinstance(found, Rejection):
+                return found
+            path = found
     else:
         # PATH_INFO is decoded (as latin-1 text of the raw bytes): encode it back.
         decoded = str(environ.get("PATH_INFO", "") or "/")
