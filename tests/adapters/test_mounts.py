@@ -132,12 +132,13 @@ def django_wsgi(callers: Callers, tmp_path_factory: pytest.TempPathFactory) -> I
     yield from _serve(callers, folder, "waitress", "django_prefix:application")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", params=["prefixed", "backend_prefixed"])
 def starlette_prefixed(
-    callers: Callers, tmp_path_factory: pytest.TempPathFactory
+    callers: Callers, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
 ) -> Iterator[Server]:
+    """The ASGI middleware, then policyauth.starlette's backend, behind a prefix middleware."""
     folder = tmp_path_factory.mktemp("starlette-prefixed")
-    yield from _serve(callers, folder, "uvicorn", "starlette_prefix:prefixed")
+    yield from _serve(callers, folder, "uvicorn", f"starlette_prefix:{request.param}")
 
 
 @pytest.fixture(scope="module")

@@ -1,8 +1,10 @@
 """A Starlette app behind policyauth.asgi.PolicyAuthMiddleware, for uvicorn with `root_path`.
 
-`prefixed` puts a `forwarded_prefix` middleware in front: it takes `root_path` from the
-client's `X-Forwarded-Prefix` and, as uvicorn does with its own `root_path`, puts it in front
-of `path`, but not of `raw_path`. Views record what they served (`/health`, public, lists it).
+`backend` is the same app guarded by policyauth.starlette's AuthenticationMiddleware backend
+instead, which takes its path the same way. `prefixed` and `backend_prefixed` put a
+`forwarded_prefix` middleware in front: it takes `root_path` from the client's
+`X-Forwarded-Prefix` and, as uvicorn does with its own `root_path`, puts it in front of `path`,
+but not of `raw_path`. Views record what they served (`/health`, public, lists it).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+import policyauth.starlette
 from policyauth.asgi import PolicyAuthMiddleware
 
 served: list[str] = []
@@ -41,15 +44,15 @@ def _view(name: str) -> Any:
     return view
 
 
-inner = Starlette(
-    routes=[
-        Route("/health", health),
-        Route("/reports/{owner}/{rest:path}", _view("reports")),
-        Route("/admin/{rest:path}", _view("admin")),
-        Route("/{rest:path}", _view("anything")),
-    ]
-)
-app = PolicyAuthMiddleware(inner, policy=os.environ["POLICYAUTH_POLICY"])
+ROUTES = [
+    Route("/health", health),
+    Route("/reports/{owner}/{rest:path}", _view("reports")),
+    Route("/admin/{rest:path}", _view("admin")),
+    Route("/{rest:path}", _view("anything")),
+]
+POLICY = os.environ["POLICYAUTH_POLICY"]
+app = PolicyAuthMiddleware(Starlette(routes=ROUTES), policy=POLICY)
+backend = Starlette(routes=ROUTES, middleware=[policyauth.starlette.middleware(policy=POLICY)])
 
 
 def forwarded_prefix(application: Any) -> Any:
@@ -65,3 +68,4 @@ def forwarded_prefix(application: Any) -> Any:
 
 
 prefixed = forwarded_prefix(app)
+backend_prefixed = forwarded_prefix(backend)
