@@ -51,14 +51,13 @@ def routed_target(
     if decoded == routed and (whole or not mount):
         return raw_path
     if mount and decoded == mount + routed:
-        rest = raw_path[_raw_length(raw_path, len(mount)) :]
-        if not rest:
-            return "/"
-        if rest.startswith("/"):
+        cut = _raw_length(raw_path, len(mount))
+        rest = raw_path[cut:]
+        if not rest or rest.startswith("/"):
             # The mount is not judged, but it is part of the request: refuse in it what would
             # be refused in the rest (`..`, `//`, encoded separators, controls).
-            problem = canonical_target("GET", raw_path[: len(raw_path) - len(rest)])
-            return problem if isinstance(problem, Rejection) else rest
+            problem = canonical_target("GET", raw_path[:cut])
+            return problem if isinstance(problem, Rejection) else rest or "/"
     return _mismatch(raw_path, routed, mount)
 
 

@@ -56,6 +56,7 @@ def test_the_canonicalizer_speaks_first_when_the_raw_path_is_malformed() -> None
 def test_the_mount_part_is_held_to_the_same_rules() -> None:
     assert _refused(routed_target("/a%2Fb/x", b"/x", b"/a/b")) == "encoded `/` (%2F) in the path"
     assert _refused(routed_target("/a/../x", b"/x", b"/a/..")) == "dot segment `..` in the path"
+    assert _refused(routed_target("/a/..", b"", b"/a/..")) == "dot segment `..` in the path"
 
 
 def test_a_mount_that_ends_inside_a_segment_is_refused() -> None:
