@@ -6,7 +6,10 @@ WebSockets behave exactly as without it, and so that it costs one function call 
 The decision is made on the raw request target (`raw_path` plus the query string), never on
 the decoded `path`: the canonicalizer must see `%2F`, `%2e` and friends to reject them (uvicorn
 decodes `%2F` into `/` in `path`). Under a mount (`root_path`), rules apply to the path relative
-to the mount, as the application's own routes do.
+to the mount, as the application's own routes do: servers (uvicorn) put `root_path` into both
+`path` and `raw_path`, and Starlette routes on `path` less `root_path`, so `root_path` is cut
+from the raw path only when the raw path decodes to `path` and `path` starts with it; a raw
+path that does not decode to `path` is refused with 400 (`policyauth.request.mounts`).
 
 A policy that does not load raises `PolicyError` where the middleware is constructed, except
 when Starlette (or FastAPI) constructs it: `app.add_middleware(PolicyAuthMiddleware, ...)` is
@@ -33,13 +36,14 @@ from policyauth.engine import Engine
 from policyauth.middleware import (
     PolicyAuth,
     PolicyUser,
-    below_mount,
     build_engine,
     denial_body,
     denial_headers,
     log,
     log_decision,
 )
+from policyauth.request import Rejection
+from policyauth.request.mounts import routed_target
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -101,20 +105,43 @@ class PolicyAuthMiddleware:
         await self.app(scope, receive, send)
 
 
-def request_target(scope: Scope) -> str:
-    """The raw, application-relative request target: `raw_path` less `root_path`, plus query.
+def request_target(scope: Scope) -> str | Rejection:
+    """The raw, application-relative request target: `raw_path` less `root_path`, plus query;
+    a Rejection when `raw_path` does not decode to `path` (see the module).
 
     Servers give `raw_path` as bytes exactly as received; without it (some servers omit it) the
-    decoded `path` is re-encoded, which is what the application will route on anyway. The
-    mount point is removed as routers match it, on the decoded path (`below_mount`).
+    decoded `path` is re-encoded, which is what the application will route on anyway.
     """
+    decoded = scope.get("path", "/")
     raw = scope.get("raw_path")
-    path = raw.decode("latin-1") if raw else quote(scope.get("path", "/"), safe="/:@!$&'()*+,;=~")
+    path = raw.decode("latin-1") if raw else quote(decoded, safe="/:@!$&'()*+,;=~")
     root = scope.get("root_path", "")
-    if root:
-        path = below_mount(path, root, encoding="utf-8")
+    if root or path != decoded or "%" in path or not path.isascii():
+        # Anything but the common case (no mount, nothing to decode, the raw path is `path`).
+        routed = route_path(decoded, root)
+        mount = decoded[: len(decoded) - len(routed)]
+        found = routed_target(path, _utf8(routed), _utf8(mount), whole=False)
+        if isinstance(found, Rejection):
+            return found
+        path = found
     query = scope.get("query_string", b"")
     return path + ("?" + query.decode("latin-1") if query else "")
+
+
+def route_path(path: str, root: str) -> str:
+    """The path Starlette routes on (`starlette._utils.get_route_path`): `path` less `root`
+    when `path` is `root` or below it, else `path` itself."""
+    if root and path.startswith(root):
+        if path == root:
+            return ""
+        if path[len(root)] == "/":
+            return path[len(root) :]
+    return path
+
+
+def _utf8(text: str) -> bytes:
+    """ASGI paths are text decoded from UTF-8; a lone surrogate cannot match any raw path."""
+    return text.encode("utf-8", "replace")
 
 
 async def _deny(scope: Scope, receive: Receive, send: Send, decision: Decision) -> None:

@@ -23,15 +23,19 @@ the parts of Django's user interface that views and templates read, `is_authenti
 middleware is installed, `request.user` stays the session user, unless `SET_USER` is True,
 in which case place this middleware after Django's (which would otherwise replace it).
 
-A denial is answered at once: the decision's status, `Cache-Control: no-store`, the
-`WWW-Authenticate` challenge and the JSON body `{"error": reason}`. Django keeps one value per
-header name, so a route with two challenges (Bearer and, for API tokens, Basic) sends them in
-one comma-separated header, a form RFC 9110 section 11.6.1 allows.
+A denial is answered at once: the decision's status, `Cache-Control: no-store`, one
+`WWW-Authenticate` header per challenge (Bearer and, for API tokens, Basic; Django keeps one
+value per header name, so they are added to the response's `items()`, which Django's WSGI and
+ASGI handlers send) and the JSON body `{"error": reason}`.
 
 The decision is made on the raw request target: from the ASGI scope under ASGI, from
 `RAW_URI` or `REQUEST_URI` under gunicorn, waitress and uWSGI, and otherwise (Django's
 `runserver`, the test client) from the decoded path, re-encoded: then `%2F` and friends have
 already become what Django routes on, so the decision is still about the view that runs.
+Rules apply to `request.path_info`, the path Django routes on: a script prefix
+(`FORCE_SCRIPT_NAME`, ASGI `root_path`, WSGI `SCRIPT_NAME`) is cut from the raw path only
+when the raw path decodes to that prefix followed by `path_info`, and a raw path that decodes
+to neither that nor `path_info` itself is refused with 400 (`policyauth.request.mounts`).
 Both sync and async stacks are supported.
 """
 
@@ -46,7 +50,7 @@ from django.conf import settings  # type: ignore[import-untyped]
 from django.core.exceptions import ImproperlyConfigured  # type: ignore[import-untyped]
 from django.http import HttpResponse  # type: ignore[import-untyped]
 
-from policyauth import asgi, wsgi
+from policyauth import wsgi
 from policyauth.decision import Decision
 from policyauth.engine import Engine
 from policyauth.middleware import (
@@ -56,6 +60,8 @@ from policyauth.middleware import (
     log,
     log_decision,
 )
+from policyauth.request import Rejection
+from policyauth.request.mounts import routed_target
 
 __all__ = ["DjangoUser", "PolicyAuthMiddleware", "request_headers", "request_target"]
 
@@ -144,18 +150,37 @@ class PolicyAuthMiddleware:
             request.user = user
 
 
-def request_target(request: Any) -> str:
-    """The raw, application-relative request target of a Django request (see the module)."""
+def request_target(request: Any) -> str | Rejection:
+    """The raw request target of `request.path_info`, the path Django routes on; a Rejection
+    when the raw path is neither that path nor that path below Django's script prefix."""
     scope = getattr(request, "scope", None)
     if isinstance(scope, MutableMapping) and scope.get("type") == "http":
-        return asgi.request_target(scope)
+        # ASGIRequest: `path_info` is `path` less the script prefix (FORCE_SCRIPT_NAME, else
+        # `root_path`) when `path` starts with it, so the prefix is cut only as Django cuts it.
+        decoded = str(scope.get("path", "/"))
+        raw = scope.get("raw_path")
+        raw_path = raw.decode("latin-1") if raw else quote(decoded, safe=_SAFE)
+        routed = str(request.path_info)
+        mount = decoded[: len(decoded) - len(routed)] if decoded.endswith(routed) else ""
+        found = routed_target(raw_path, _utf8(routed), _utf8(mount), whole=False)
+        if isinstance(found, Rejection):
+            return found
+        query = scope.get("query_string", b"")
+        return found + ("?" + query.decode("latin-1") if query else "")
     meta = request.META
     if meta.get("RAW_URI") or meta.get("REQUEST_URI"):
+        # WSGIRequest: `path_info` is PATH_INFO (Django never cuts FORCE_SCRIPT_NAME from it
+        # under WSGI), below the server's SCRIPT_NAME: the WSGI middleware's rule.
         return wsgi.request_target(meta)
     # Django's path_info is already decoded (UTF-8): encode it back, as the client sent it.
     path = quote(str(request.path_info or "/"), safe=_SAFE)
-    query = str(meta.get("QUERY_STRING", ""))
-    return path + ("?" + query if query else "")
+    query_string = str(meta.get("QUERY_STRING", ""))
+    return path + ("?" + query_string if query_string else "")
+
+
+def _utf8(text: str) -> bytes:
+    """Django's paths are text decoded from UTF-8; a lone surrogate matches no raw path."""
+    return text.encode("utf-8", "replace")
 
 
 def request_headers(request: Any) -> list[tuple[str, str]] | list[tuple[bytes, bytes]]:
@@ -195,19 +220,30 @@ def _configured() -> tuple[Engine, bool]:
     return build_engine(engine, policy), set_user
 
 
+class _DenialResponse(HttpResponse):  # type: ignore[misc]
+    """A denial with one `WWW-Authenticate` header per challenge, as the other integrations
+    send them. Django keeps one value per header name, but its WSGI and ASGI handlers both
+    write a response's headers from `items()`, so the challenges are added there."""
+
+    def __init__(self, decision: Decision) -> None:
+        super().__init__(
+            denial_body(decision), status=decision.status, content_type="application/json"
+        )
+        self["Cache-Control"] = "no-store"
+        self.challenges: list[tuple[str, str]] = []
+        for name, value in decision.headers:
+            if name.lower() == "www-authenticate":
+                self.challenges.append(("WWW-Authenticate", value))
+            else:
+                self[name] = value
+
+    def items(self) -> list[tuple[str, str]]:
+        return [*super().items(), *self.challenges]
+
+
 def _denied(decision: Decision, method: str) -> Any:
     log_decision(decision, method)
-    response = HttpResponse(
-        denial_body(decision), status=decision.status, content_type="application/json"
-    )
-    response["Cache-Control"] = "no-store"
-    challenges = [value for name, value in decision.headers if name.lower() == "www-authenticate"]
-    if challenges:
-        response["WWW-Authenticate"] = ", ".join(challenges)
-    for name, value in decision.headers:
-        if name.lower() != "www-authenticate":
-            response[name] = value
-    return response
+    return _DenialResponse(decision)
 
 
 def _failed(method: str, request: Any) -> Any:

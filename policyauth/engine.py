@@ -15,7 +15,7 @@ from policyauth.decision import Decision
 from policyauth.evaluator import Located, Pending, finish, locate, prepare
 from policyauth.identity.remote import RemoteIdentitySource
 from policyauth.identity.source import IdentityResult, IdentitySource, Invalid, Unavailable
-from policyauth.request import normalize_headers
+from policyauth.request import Rejection, normalize_headers
 
 log = logging.getLogger("policyauth.engine")
 _LOCATED_SIZE = 4096  # recent (method, target) pairs whose canonical form and route are kept
@@ -51,8 +51,11 @@ class Engine:
         # `identify_now`; `authorize` then awaits `identify` only when that is None.
         self._at_hand = getattr(self._identities, "identify_now", None)
 
-    async def authorize(self, method: str, target: str, headers: HeadersIn = ()) -> Decision:
-        """Decide one request; `target` is the raw request target (`/a/b?x=1`)."""
+    async def authorize(
+        self, method: str, target: str | Rejection, headers: HeadersIn = ()
+    ) -> Decision:
+        """Decide one request; `target` is the raw request target (`/a/b?x=1`), or the
+        Rejection an integration found in it (a mount that does not match), answered 400."""
         normalized = normalize_headers(headers)
         step = prepare(self.policy, method, target, normalized, self._locate(method, target))
         if not isinstance(step, Pending):
@@ -72,7 +75,9 @@ class Engine:
         assert outcome is not None  # `authenticators` is never empty
         return finish(self.policy, step, step.authenticators[0], outcome)
 
-    def authorize_sync(self, method: str, target: str, headers: HeadersIn = ()) -> Decision:
+    def authorize_sync(
+        self, method: str, target: str | Rejection, headers: HeadersIn = ()
+    ) -> Decision:
         """The same decision as `authorize`, for synchronous servers (WSGI)."""
         normalized = normalize_headers(headers)
         step = prepare(self.policy, method, target, normalized, self._locate(method, target))
@@ -90,13 +95,15 @@ class Engine:
         assert outcome is not None  # `authenticators` is never empty
         return finish(self.policy, step, step.authenticators[0], outcome)
 
-    def _locate(self, method: str, target: str) -> Located:
+    def _locate(self, method: str, target: str | Rejection) -> Located:
         """`locate`, remembered for recent targets: canonicalizing a target and finding its
         route are pure, and most traffic repeats its targets. Bounded: the memory is emptied
         when full, so a flood of distinct targets costs no more than no memory at all.
 
         Only targets without a query are remembered: a query may carry a token
         (`access_token=`, refused with 400), and no raw token is ever kept."""
+        if isinstance(target, Rejection):
+            return target
         if "?" in target:
             return locate(self.policy, method, target)
         key = (method, target)

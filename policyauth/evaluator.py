@@ -54,12 +54,15 @@ class Pending:
 Located = tuple[CanonicalRequest, RoutePlan | None] | Rejection
 
 
-def locate(policy: Policy, method: str, target: str) -> Located:
+def locate(policy: Policy, method: str, target: str | Rejection) -> Located:
     """Steps 1 (the target) and 2: the canonical request and its first matching route.
 
     A pure function of the policy, the method and the raw target, so the engine remembers its
     answers for recent targets; the header checks of step 1 are made per request in `prepare`.
+    A target an integration already refused (a Rejection: its mount does not match) stays so.
     """
+    if isinstance(target, Rejection):
+        return target
     request = canonical_target(method, target, max_path=policy.settings.max_path)
     if isinstance(request, Rejection):
         return request
@@ -69,7 +72,7 @@ def locate(policy: Policy, method: str, target: str) -> Located:
 def prepare(
     policy: Policy,
     method: str,
-    target: str,
+    target: str | Rejection,
     headers: Headers,
     located: Located | None = None,
 ) -> Decision | Pending:

@@ -13,7 +13,6 @@ import logging
 import os
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import unquote_to_bytes
 
 from policyauth.compiler import Policy
 from policyauth.decision import Decision, Principal
@@ -92,35 +91,6 @@ class PolicyAuth:
     def scopes(self) -> list[str]:
         principal = self.decision.principal
         return list(principal.groups) if principal else []
-
-
-def below_mount(path: str, root: str, *, encoding: str) -> str:
-    """The raw `path` less the mount point `root`, when the server or router put it below it.
-
-    `path` is raw (percent-encoded, one character per byte); `root` (ASGI `root_path`, WSGI
-    `SCRIPT_NAME`) is decoded, because servers and routers match mounts on the decoded path:
-    Starlette's `Mount("/api")` and waitress's `url_prefix` both take `/%61pi/x` as `/x` below
-    `/api`. So the raw segments are decoded once, one by one, and compared with the root's
-    segments (`encoding` is how the server turned the root's bytes into text: UTF-8 for ASGI,
-    latin-1 for WSGI). A comparison of raw text would leave `/%61pi/x` whole, and rules would
-    then see `/api/x` while the application serves `/x`. A path that is not below the root is
-    returned unchanged (what the application routes on then is the whole path); one whose
-    segment decodes to a `/` never matches a root segment, and reaches the canonicalizer
-    whole, which rejects the encoded separator.
-    """
-    wanted = root.rstrip("/").split("/")[1:]
-    if not wanted:
-        return path
-    segments = path.split("/")
-    if segments[0] != "" or len(segments) <= len(wanted):
-        return path
-    for raw, segment in zip(segments[1:], wanted, strict=False):
-        try:
-            if unquote_to_bytes(raw.encode("latin-1")) != segment.encode(encoding):
-                return path
-        except UnicodeEncodeError:
-            return path
-    return "/" + "/".join(segments[len(wanted) + 1 :])
 
 
 def denial_body(decision: Decision) -> bytes:

@@ -3,7 +3,11 @@
 The request target is taken raw where the server provides it (`RAW_URI` from gunicorn,
 `REQUEST_URI` from waitress and others), so that encoded separators and dot segments reach the
 canonicalizer; otherwise it is rebuilt from `PATH_INFO`, which is what the application routes
-on. Rules apply to the path below `SCRIPT_NAME`, as the application's own routes do.
+on. Rules apply to `PATH_INFO`, the path below `SCRIPT_NAME` that the application's own routes
+see: the raw path is judged less `SCRIPT_NAME` only when it decodes to `SCRIPT_NAME + PATH_INFO`
+(a server's mount, waitress's `url_prefix`), whole when it decodes to `PATH_INFO` (werkzeug's
+`ProxyFix(x_prefix=1)` sets `SCRIPT_NAME` from the client's `X-Forwarded-Prefix` and leaves
+`PATH_INFO` whole), and otherwise refused with 400 (`policyauth.request.mounts`).
 
 WSGI has no list of headers: servers fold repeated headers into one value joined by commas, so
 two `Authorization` headers arrive as one value with a comma, which the credential parser
@@ -22,13 +26,14 @@ from policyauth.engine import Engine
 from policyauth.middleware import (
     PolicyAuth,
     PolicyUser,
-    below_mount,
     build_engine,
     denial_body,
     denial_headers,
     log,
     log_decision,
 )
+from policyauth.request import Rejection
+from policyauth.request.mounts import routed_target
 
 Environ = dict[str, Any]
 StartResponse = Callable[..., Any]
@@ -90,20 +95,33 @@ class PolicyAuthMiddleware:
         return self.app(environ, start_response)
 
 
-def request_target(environ: Environ) -> str:
-    """The raw, application-relative request target: the raw path less `SCRIPT_NAME`."""
-    script = str(environ.get("SCRIPT_NAME", ""))
+def request_target(environ: Environ) -> str | Rejection:
+    """The raw request target of `PATH_INFO`, the path the application routes on; a Rejection
+    when the raw path is neither `PATH_INFO` nor `SCRIPT_NAME + PATH_INFO` (see the module)."""
     raw = str(environ.get("RAW_URI") or environ.get("REQUEST_URI") or "")
     if raw:
         path, _, query = raw.partition("?")
-        if script:
-            path = below_mount(path, script, encoding="latin-1")
+        if "%" in path or path != environ.get("PATH_INFO"):
+            # Anything but the common case (nothing to decode, the raw path is PATH_INFO).
+            found = routed_target(
+                path,
+                _environ_bytes(environ, "PATH_INFO"),
+                _environ_bytes(environ, "SCRIPT_NAME"),
+            )
+            if isinstance(found, Rejection):
+                return found
+            path = found
     else:
         # PATH_INFO is decoded (as latin-1 text of the raw bytes): encode it back.
         decoded = str(environ.get("PATH_INFO", "") or "/")
         path = quote(decoded.encode("latin-1", "replace"), safe=_SAFE)
         query = str(environ.get("QUERY_STRING", ""))
     return path + ("?" + query if query else "")
+
+
+def _environ_bytes(environ: Environ, key: str) -> bytes:
+    """An environ path as the bytes the server decoded (PEP 3333: latin-1 text of the bytes)."""
+    return str(environ.get(key, "")).encode("latin-1", "replace")
 
 
 def request_headers(environ: Environ) -> list[tuple[str, str]]:

@@ -2,6 +2,8 @@
 
     python serve.py uvicorn|waitress MODULE:ATTRIBUTE FD
 
+`SERVE_ROOT_PATH` in the environment is uvicorn's `--root-path`.
+
 The test binds the socket (port 0: the system picks a free one) and passes its descriptor, so
 no other process can take the port between choosing it and serving on it.
 """
@@ -9,6 +11,7 @@ no other process can take the port between choosing it and serving on it.
 from __future__ import annotations
 
 import importlib
+import os
 import socket
 import sys
 from pathlib import Path
@@ -22,7 +25,13 @@ def main(server: str, target: str, fd: str) -> None:
     if server == "uvicorn":
         import uvicorn
 
-        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
+        config = uvicorn.Config(
+            app,
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+            root_path=os.environ.get("SERVE_ROOT_PATH", ""),
+        )
         uvicorn.Server(config).run(sockets=[sock])
     elif server == "waitress":
         import waitress

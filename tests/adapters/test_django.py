@@ -35,8 +35,6 @@ def client(server: Server) -> Iterator[httpx.Client]:
 
 
 class TestDjangoUnderWaitress(AdapterContract):
-    challenges_joined = True
-
     def test_without_django_contrib_auth_request_user_is_the_principal(
         self, client: httpx.Client, deployment: Deployment
     ) -> None:
@@ -55,8 +53,6 @@ def asgi_server(
 
 
 class TestDjangoUnderUvicorn(AdapterContract):
-    challenges_joined = True
-
     @pytest.fixture
     def client(self, asgi_server: Server) -> Iterator[httpx.Client]:
         with httpx.Client(base_url=asgi_server.url, timeout=10.0) as client:
