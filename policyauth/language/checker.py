@@ -35,6 +35,7 @@ from policyauth.language.presets import (
 )
 from policyauth.language.regex import RegexError, compile_regex
 from policyauth.language.routing import RouteIndex, method_set
+from policyauth.language.shadowing import OverlapCollector, public_shadowing
 from policyauth.language.urls import is_loopback
 
 # Types of expression operands, as far as they are known at load time.
@@ -86,6 +87,7 @@ class _Checker:
         self.env = env
         self.base_dir = base_dir
         self.diagnostics: list[Diagnostic] = []
+        self.overlaps = OverlapCollector()
 
     @property
     def failed(self) -> bool:
@@ -145,6 +147,8 @@ class _Checker:
         index = RouteIndex()
         for route in routes:
             self._route(route, index, providers, tokens, set(seen))
+        for span, code, message, help in public_shadowing(routes, self.overlaps.overlaps):
+            self.report(span, code, message, help)
         return CheckedPolicy(
             self.policy.file,
             settings,
@@ -154,6 +158,7 @@ class _Checker:
             index,
             self.source,
             self.policy.comments,
+            tuple(self.overlaps.overlaps),
         )
 
     # --- values ----------------------------------------------------------------------------------
@@ -635,6 +640,7 @@ class _Checker:
                     f"(`{_route_text(earlier)}`) matches every request it would",
                     "routes are tried in file order; move the more specific route first",
                 )
+        self.overlaps.visit(index, route.pattern.segments, methods, covered=covering is not None)
         index.add(route.pattern.segments, methods)
 
         if isinstance(route.body, ast.Public):
