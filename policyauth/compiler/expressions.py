@@ -45,6 +45,9 @@ def compile_expr(expr: ast.Expr, refs: Refs) -> Test:
         return lambda facts: not inner(facts)
     if isinstance(expr, ast.Truth):
         return _truth(operand_getter(expr.operand, refs), describe(expr.operand))
+    if isinstance(expr, ast.Has):
+        get = operand_getter(expr.operand, refs)
+        return lambda facts: get(facts) is not MISSING
     if isinstance(expr, ast.Matches):
         return _matches(operand_getter(expr.subject, refs), expr.pattern, describe(expr.subject))
     return _compare(expr, refs)

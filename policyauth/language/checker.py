@@ -713,7 +713,9 @@ class _Checker:
         for name in names:
             if name in providers:
                 for claim, path in providers[name].claims:
-                    kinds.setdefault(claim, set()).add(LIST if path.multi else SCALAR)
+                    # A single `username` reaches rules as a string (identity/source.py).
+                    kind = LIST if path.multi else STRING if claim == "username" else SCALAR
+                    kinds.setdefault(claim, set()).add(kind)
             elif name in tokens:
                 for claim, kind in _TOKENS_DECLARES:
                     kinds.setdefault(claim, set()).add(kind)
@@ -744,6 +746,8 @@ class _Checker:
                     f"a condition must be true or false; {_what(expr.operand)} is a {kind}",
                     'compare it: `claim == true`, `"x" in groups`',
                 )
+        elif isinstance(expr, ast.Has):
+            self._has(expr, ctx)
         elif isinstance(expr, ast.Matches):
             kind = self._operand(expr.subject, ctx)
             if kind in (NUMBER, BOOL, LIST):
@@ -764,6 +768,18 @@ class _Checker:
                 )
         else:
             self._compare(expr, ctx)
+
+    def _has(self, expr: ast.Has, ctx: _RouteContext) -> None:
+        """`has` takes a claim name; anything else is always present, or never a claim."""
+        if isinstance(expr.operand, ast.ClaimRef):
+            self._operand(expr.operand, ctx)  # undeclared (PA111) or outside rules (PA123)
+            return
+        self.report(
+            expr.operand.span,
+            "PA127",
+            f"`has` tests whether the caller has a claim; {_what(expr.operand)} is not a claim",
+            "write a claim name declared by this route's providers or tokens blocks: `has groups`",
+        )
 
     def _compare(self, expr: ast.Compare, ctx: _RouteContext) -> None:
         left = self._operand(expr.left, ctx)
