@@ -116,6 +116,7 @@ def _refs(operand: ast.Operand) -> Any:
         ({"groups": False}, True),
         ({"groups": 0}, True),
         ({}, False),
+        ({"groups": None}, False),  # a static document may hold a null: absent, as in a path
     ],
 )
 def test_has_is_true_or_false_and_never_an_error(claims: dict[str, Any], expected: bool) -> None:
