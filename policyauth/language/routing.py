@@ -217,6 +217,10 @@ class RouteIndex:
             earlier = self._patterns[index]
             example = example_path(earlier, pattern)
             assert example is not None, "the trie walk found a pattern that does not intersect"
+            taken_by = self.lookup(
+                example[1:].split("/") if example != "/" else [], example_method(shared)
+            )
+            assert taken_by is not None, "the earlier route matches its own example"
             overlaps.append(
                 Overlap(
                     index,
@@ -225,6 +229,7 @@ class RouteIndex:
                     contains(earlier, pattern),
                     contains(pattern, earlier),
                     example,
+                    taken_by,
                 )
             )
         return overlaps
@@ -324,7 +329,9 @@ class Overlap:
 
     `methods` are the methods both answer (None: every method); `earlier_contains` and
     `later_contains` say whether one pattern's paths include all of the other's (both: the
-    same path set); `example` is a path both match.
+    same path set); `example` is a path both match, and `taken_by` the route that `request`
+    reaches among those before the later one: the earlier route, unless a route before it
+    takes that request first.
     """
 
     earlier: int
@@ -333,6 +340,7 @@ class Overlap:
     earlier_contains: bool
     later_contains: bool
     example: str
+    taken_by: int
 
     @property
     def crosswise(self) -> bool:

@@ -12,6 +12,10 @@ both exact (they come from the set algebra of language/routing.py, not from a gu
   (`/files/{name}/raw` and `/files/a/*` both match `/files/a/raw`), so which one decides
   depends on their order in a way that is easy to miss.
 
+Both name an example request that both routes match, and report only when that request
+really reaches the earlier route (a route before both may take it first, and then the example
+would say something false).
+
 Never a finding: a specific route before a general one (`/admin/api/users/{id}` before
 `/admin/api/**`), the layout routing in file order is meant for, nor anything about a route
 PA113 or PA114 already reports as unreachable. Two public routes that overlap crosswise are not
@@ -83,6 +87,7 @@ def public_shadowing(
             isinstance(earlier.body, ast.Public)
             and isinstance(later.body, ast.Auth)
             and overlap.earlier_contains
+            and overlap.taken_by == overlap.earlier
         ):
             continue
         methods = _method_words(overlap.methods)
@@ -103,8 +108,10 @@ def crosswise_overlaps(
     """PA204: two routes share requests, and neither pattern contains the other."""
     for overlap in overlaps:
         earlier, later = routes[overlap.earlier], routes[overlap.later]
-        if not overlap.crosswise or (
-            isinstance(earlier.body, ast.Public) and isinstance(later.body, ast.Public)
+        if (
+            not overlap.crosswise
+            or overlap.taken_by != overlap.earlier
+            or (isinstance(earlier.body, ast.Public) and isinstance(later.body, ast.Public))
         ):
             continue
         yield (

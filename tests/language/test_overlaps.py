@@ -250,6 +250,21 @@ def test_pa204_across_a_rest_pattern() -> None:
     assert message.startswith("`GET /a/b/c` matches both the route at t.policy:5 (`GET /a/**`)")
 
 
+def test_no_pa126_when_an_earlier_protected_route_takes_those_requests_first() -> None:
+    """GET /files/x reaches the protected `/files/**` first: the later route is not made
+    public, and saying so would be false."""
+    text = policy(
+        "GET /files/** auth", "GET, POST /files/{name} public", "GET, DELETE /files/{id} auth"
+    )
+    assert [(code, line) for code, line, _ in findings(text)] == []
+    found = RouteIndex()
+    for methods, text_ in ((["GET"], "/files/**"), (["GET", "POST"], "/files/{name}")):
+        found.add(pattern(text_), method_set(methods))
+    [first, second] = found.overlapping(pattern("/files/{id}"), method_set(["GET", "DELETE"]))
+    assert (first.earlier, first.taken_by) == (0, 0)
+    assert (second.earlier, second.taken_by) == (1, 0)
+
+
 def test_an_unreachable_route_takes_part_in_no_overlap() -> None:
     """The second route is PA114; its crosswise overlap with the third is not reported (the
     first route's is)."""
