@@ -43,7 +43,7 @@ _JSONPATH = (
 
 DECLARATIONS = ("settings", "provider", "tokens", "route")
 BODY_KEYWORDS = ("public", "auth", "allow", "deny", "if", "success")
-OPERATOR_WORDS = ("and", "or", "not", "in", "matches", "startswith", "endswith")
+OPERATOR_WORDS = ("and", "or", "not", "in", "matches", "startswith", "endswith", "has")
 CONSTANTS = ("true", "false")
 BUILTINS = ("env", "provider", "method", "path", "param")
 

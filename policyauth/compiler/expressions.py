@@ -45,6 +45,10 @@ def compile_expr(expr: ast.Expr, refs: Refs) -> Test:
         return lambda facts: not inner(facts)
     if isinstance(expr, ast.Truth):
         return _truth(operand_getter(expr.operand, refs), describe(expr.operand))
+    if isinstance(expr, ast.Has):
+        # `null` counts as absent, as it does when a claim path selects it.
+        get = operand_getter(expr.operand, refs)
+        return lambda facts: get(facts) not in (MISSING, None)
     if isinstance(expr, ast.Matches):
         return _matches(operand_getter(expr.subject, refs), expr.pattern, describe(expr.subject))
     return _compare(expr, refs)

@@ -107,17 +107,24 @@ class StaticIdentitySource:
                 and document.get("username") != credential.user
             ):
                 return Invalid("the user does not own this token")
-            return Identity(dict(document))
+            # A record in a token store always has its groups, `[]` when it has none.
+            return Identity({"groups": [], **document})
         if not provider.accepts(document):
             return Invalid("the response does not meet the provider's `success` condition")
         return Identity(provider.claims_from(document))
 
 
 def principal_from(authenticator: str, claims: Mapping[str, Any]) -> Principal | None:
-    """The principal for validated claims; None when `username` is missing or not a name."""
+    """The principal for validated claims; None when `username` is missing or not a name.
+
+    A numeric username (GitHub and Facebook ids are numbers) becomes its decimal text, in the
+    principal and in the claims its rules read alike: `username` is one value, a string, so
+    `username == "12345"` in a rule holds for the principal whose username is "12345".
+    """
     username = claims.get("username")
     if isinstance(username, int) and not isinstance(username, bool):
-        username = str(username)  # GitHub and Facebook ids are numbers
+        username = str(username)
+        claims = {**claims, "username": username}
     if not isinstance(username, str) or not username:
         return None
     groups = claims.get("groups")

@@ -211,8 +211,20 @@ class Truth:
     span: Span = _span()
 
 
+@attrs.frozen
+class Has:
+    """`has NAME`: whether the caller has the claim (Cedar's `principal has attr`).
+
+    True or false, never an error: the presence test is how a rule tells "no groups" (`[]`)
+    from "groups not sent" before reading the claim. The checker requires a claim operand.
+    """
+
+    operand: Operand
+    span: Span = _span()
+
+
 Operand: TypeAlias = Literal | ListLiteral | ClaimRef | BuiltinRef | ParamRef | JsonPathRef
-Expr: TypeAlias = Compare | Matches | Not | Logical | Truth
+Expr: TypeAlias = Compare | Matches | Not | Logical | Truth | Has
 
 
 # --- declarations -------------------------------------------------------------------------------

@@ -35,6 +35,7 @@ from policyauth.language.presets import (
 )
 from policyauth.language.regex import RegexError, compile_regex
 from policyauth.language.routing import RouteIndex, method_set
+from policyauth.language.shadowing import OverlapCollector, public_shadowing
 from policyauth.language.urls import is_loopback
 
 # Types of expression operands, as far as they are known at load time.
@@ -86,6 +87,7 @@ class _Checker:
         self.env = env
         self.base_dir = base_dir
         self.diagnostics: list[Diagnostic] = []
+        self.overlaps = OverlapCollector()
 
     @property
     def failed(self) -> bool:
@@ -145,6 +147,8 @@ class _Checker:
         index = RouteIndex()
         for route in routes:
             self._route(route, index, providers, tokens, set(seen))
+        for span, code, message, help in public_shadowing(routes, self.overlaps.overlaps):
+            self.report(span, code, message, help)
         return CheckedPolicy(
             self.policy.file,
             settings,
@@ -154,6 +158,7 @@ class _Checker:
             index,
             self.source,
             self.policy.comments,
+            tuple(self.overlaps.overlaps),
         )
 
     # --- values ----------------------------------------------------------------------------------
@@ -637,6 +642,7 @@ class _Checker:
                     f"(`{_route_text(earlier)}`) matches every request it would",
                     "routes are tried in file order; move the more specific route first",
                 )
+        self.overlaps.visit(index, route.pattern.segments, methods, covered=covering is not None)
         index.add(route.pattern.segments, methods)
 
         if isinstance(route.body, ast.Public):
@@ -709,7 +715,9 @@ class _Checker:
         for name in names:
             if name in providers:
                 for claim, path in providers[name].claims:
-                    kinds.setdefault(claim, set()).add(LIST if path.multi else SCALAR)
+                    # A single `username` reaches rules as a string (identity/source.py).
+                    kind = LIST if path.multi else STRING if claim == "username" else SCALAR
+                    kinds.setdefault(claim, set()).add(kind)
             elif name in tokens:
                 for claim, kind in _TOKENS_DECLARES:
                     kinds.setdefault(claim, set()).add(kind)
@@ -740,6 +748,8 @@ class _Checker:
                     f"a condition must be true or false; {_what(expr.operand)} is a {kind}",
                     'compare it: `claim == true`, `"x" in groups`',
                 )
+        elif isinstance(expr, ast.Has):
+            self._has(expr, ctx)
         elif isinstance(expr, ast.Matches):
             kind = self._operand(expr.subject, ctx)
             if kind in (NUMBER, BOOL, LIST):
@@ -760,6 +770,18 @@ class _Checker:
                 )
         else:
             self._compare(expr, ctx)
+
+    def _has(self, expr: ast.Has, ctx: _RouteContext) -> None:
+        """`has` takes a claim name; anything else is always present, or never a claim."""
+        if isinstance(expr.operand, ast.ClaimRef):
+            self._operand(expr.operand, ctx)  # undeclared (PA111) or outside rules (PA123)
+            return
+        self.report(
+            expr.operand.span,
+            "PA127",
+            f"`has` tests whether the caller has a claim; {_what(expr.operand)} is not a claim",
+            "write a claim name declared by this route's providers or tokens blocks: `has groups`",
+        )
 
     def _compare(self, expr: ast.Compare, ctx: _RouteContext) -> None:
         left = self._operand(expr.left, ctx)

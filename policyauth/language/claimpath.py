@@ -1,9 +1,17 @@
 """Claim paths (`username = $.email`): JSONPath, parsed by jsonpath-ng, compiled once.
 
 The one module that imports jsonpath_ng. A claim path that can select several values (`[*]`,
-`..`, `.*`, filters, slices, unions) yields a list; one that selects exactly one value yields
-that value; one that selects nothing, or only JSON `null`, leaves the claim missing, and a rule
-that reads a missing claim fails closed.
+`..`, `.*`, filters, slices, unions) always yields a list: the values it selects (JSON `null`s
+left out), `[]` when the container it walks exists and selects nothing (`"groups": []`), and
+a missing claim when that container is absent, `null`, or not an array or object (so
+`"groups": "suspended"` is missing and a deny rule on it denies). An empty list is an answer,
+not an absence: a user without groups has no groups, and `deny if "x" in groups` must not deny
+them. Any other path yields the one value it selects, or leaves the claim missing when it
+selects nothing or only `null`. A rule that reads a missing claim fails closed.
+
+"The container it walks" is what the path selects before its first step that can select
+several values: `$.realm_access.roles` for `$.realm_access.roles[*]`, `$.data.teams` for
+`$.data.teams[*].slug`, the document itself for `$..roles`.
 """
 
 from __future__ import annotations
@@ -13,7 +21,9 @@ import re
 from typing import Any
 
 import attrs
+from jsonpath_ng import jsonpath as _steps
 from jsonpath_ng.ext import parse as _parse_jsonpath  # type: ignore[attr-defined]
+from jsonpath_ng.ext.filter import Filter as _Filter
 
 # Syntax that lets one path select several values.
 _MULTI = re.compile(r"\[\s*\*\s*\]|\.\.|\.\*|\[\s*\?|\[[^\]'\"]*[:,][^\]'\"]*\]")
@@ -50,12 +60,20 @@ class ClaimPath:
     # `$.a.b` and `$.a.b[*]`, by far the most common paths, are walked directly: the same
     # answers as jsonpath-ng (a test compares them), at a tenth of the cost per request.
     _keys: tuple[str, ...] | None = attrs.field(default=None, eq=False, repr=False)
+    # For a path that selects several values: the path to the container it walks (module
+    # docstring); None where the path's shape gives no single container, and then an empty
+    # selection is a missing claim, the closed answer.
+    _container: Any = attrs.field(default=None, eq=False, repr=False)
 
     def select(self, document: object) -> Any:
         if self._keys is not None:
             return self._select_plain(self._keys, document)
         try:
             found = [m.value for m in self._expr.find(document) if m.value is not None]
+            if self.multi and not found and self._container is not None:
+                walked = [m.value for m in self._container.find(document)]
+                if len(walked) == 1 and isinstance(walked[0], dict | list):
+                    return found  # an existing container that gives nothing: []
         except Exception:  # jsonpath-ng on odd documents, or `re.error` from a `=~` filter
             return MISSING
         if self.multi:
@@ -72,9 +90,11 @@ class ClaimPath:
             node = node[key]
         if not self.multi:
             return MISSING if node is None else node
-        items = node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
-        found = [item for item in items if item is not None]
-        return found if found else MISSING
+        if isinstance(node, dict):
+            return [item for item in node.values() if item is not None]
+        if isinstance(node, list):
+            return [item for item in node if item is not None]
+        return MISSING  # absent, null, or not a container: no list to speak of
 
 
 _PLAIN = re.compile(r"\$((?:\.[A-Za-z_][A-Za-z0-9_]*)+)(\[\*\])?")
@@ -95,7 +115,32 @@ def compile_claim_path(text: str) -> ClaimPath:
         raise ClaimPathError(_reason(exc)) from None
     plain = _PLAIN.fullmatch(text)
     keys = tuple(plain[1][1:].split(".")) if plain else None
-    return ClaimPath(text, bool(_MULTI.search(text)), expr, keys)
+    multi = bool(_MULTI.search(text))
+    return ClaimPath(text, multi, expr, keys, _container_of(expr) if multi else None)
+
+
+def _container_of(expr: Any) -> Any:
+    """The path before the first step of `expr` that can select several values, or None when
+    `expr` is not a chain of steps this function knows (then no container is assumed)."""
+    if isinstance(expr, _steps.Child):
+        inner = _container_of(expr.left)
+        if inner is not None:
+            return inner
+        return expr.left if _selects_many(expr.right) else None
+    if isinstance(expr, _steps.Descendants):
+        inner = _container_of(expr.left)
+        return inner if inner is not None else expr.left
+    return None
+
+
+def _selects_many(step: Any) -> bool:
+    if isinstance(step, _steps.Wildcard | _steps.Slice | _Filter | _steps.Descendants):
+        return True
+    if isinstance(step, _steps.Index):
+        return len(step.indices) > 1
+    if isinstance(step, _steps.Fields):
+        return len(step.fields) > 1 or "*" in step.fields
+    return False
 
 
 def _reason(exc: Exception) -> str:

@@ -277,6 +277,8 @@ class _Printer:
         if isinstance(expr, ast.Matches):
             pattern = expr.pattern.replace("/", "\\/")
             return f"{self._operand(expr.subject)} matches /{pattern}/"
+        if isinstance(expr, ast.Has):
+            return f"has {self._operand(expr.operand)}"
         return self._operand(expr.operand)
 
     def _logical_operand(self, op: ast.BoolOp, expr: ast.Expr) -> str:

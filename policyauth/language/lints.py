@@ -14,6 +14,7 @@ from policyauth.diagnostics import Diagnostic, Severity, Span
 from policyauth.language import ast
 from policyauth.language.model import CheckedPolicy
 from policyauth.language.presets import PRESETS, Audience
+from policyauth.language.shadowing import collect_overlaps, crosswise_overlaps
 
 _IGNORE = re.compile(r"policyauth:\s*ignore\[([A-Z0-9, ]+)\]")
 
@@ -97,7 +98,24 @@ def redundant_anchors(policy: ast.Policy, model: CheckedPolicy | None) -> Iterat
             )
 
 
-RULES: tuple[Rule, ...] = (audience_unchecked, unanchored_suffix, redundant_anchors)
+def crosswise_routes(policy: ast.Policy, model: CheckedPolicy | None) -> Iterator[Finding]:
+    """PA204: two routes share some requests, and neither pattern contains the other.
+
+    `GET /files/{name}/raw` and `GET /files/a/*` both match `GET /files/a/raw`; the earlier one
+    decides it, which is easy to miss when reading either route alone. A specific route before
+    a general one is not reported (that is what file order is for), nor two public routes.
+    """
+    routes = tuple(d for d in policy.declarations if isinstance(d, ast.RouteDecl))
+    overlaps = model.overlaps if model is not None else collect_overlaps(routes)
+    yield from crosswise_overlaps(routes, overlaps)
+
+
+RULES: tuple[Rule, ...] = (
+    audience_unchecked,
+    unanchored_suffix,
+    redundant_anchors,
+    crosswise_routes,
+)
 
 
 def lint(policy: ast.Policy, model: CheckedPolicy | None, *, source: str) -> list[Diagnostic]:

@@ -13,7 +13,7 @@ from policyauth.diagnostics import Span
 from policyauth.language import ast
 from policyauth.language.claimpath import ClaimPath
 from policyauth.language.presets import Audience, TokenTransport
-from policyauth.language.routing import RouteIndex
+from policyauth.language.routing import Overlap, RouteIndex
 
 DEFAULT_CACHE_TTL_MS = 5 * 60_000
 DEFAULT_NEGATIVE_TTL_MS = 30_000
@@ -73,3 +73,6 @@ class CheckedPolicy:
     index: RouteIndex = attrs.field(eq=False)
     source: str = attrs.field(eq=False, repr=False)
     comments: tuple[ast.Comment, ...] = attrs.field(eq=False, repr=False, default=())
+    # Pairs of routes that share requests (language/shadowing.py), found while the index was
+    # built, so that the lint for crosswise overlaps need not build it again.
+    overlaps: tuple[Overlap, ...] = attrs.field(eq=False, repr=False, default=())

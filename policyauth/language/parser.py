@@ -439,6 +439,10 @@ class _Builder(Transformer[Token, Any]):
         return ast.Truth(_operand(children[0]), span)
 
     @_node
+    def has(self, span: Span, children: list[ast.Operand]) -> ast.Has:
+        return ast.Has(_operand(children[0]), span)
+
+    @_node
     def compare(self, span: Span, children: list[Any]) -> ast.Compare:
         left, op, right = children
         return ast.Compare(ast.CompareOp(str(op)), _operand(left), _operand(right), span)

@@ -114,10 +114,19 @@ def test_principal_groups(groups: object, expected: tuple[str, ...]) -> None:
 
 
 def test_principal_keeps_the_claims_as_given() -> None:
-    claims = {"username": 7, "groups": "admins", "email": "a@example.com"}
+    claims = {"username": "ann", "groups": "admins", "email": "a@example.com"}
     principal = principal_from("corp", claims)
     assert principal is not None
     assert dict(principal.claims) == claims  # rules see JSON values, not the principal's view
+
+
+def test_a_numeric_username_is_the_same_string_for_the_principal_and_its_rules() -> None:
+    claims = {"username": 7, "groups": "admins", "email": "a@example.com"}
+    principal = principal_from("corp", claims)
+    assert principal is not None
+    assert principal.username == "7"
+    assert dict(principal.claims) == {"username": "7", "groups": "admins", "email": "a@example.com"}
+    assert claims["username"] == 7  # the identity's own claims are not changed
 
 
 # --- challenges -----------------------------------------------------------------------------------

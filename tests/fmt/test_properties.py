@@ -29,7 +29,7 @@ FAST = settings(
 KEYWORDS = {
     "settings", "provider", "tokens", "route", "public", "auth", "allow", "deny", "if", "and",
     "or", "not", "in", "matches", "startswith", "endswith", "true", "false", "env", "success",
-    "method", "path", "param",
+    "method", "path", "param", "has",
 }  # fmt: skip
 
 Tokens = list[str]
@@ -141,6 +141,7 @@ comparisons = st.one_of(
     ).map(lambda t: [*t[0], t[1], *t[2]]),
     st.tuples(operands, operands).map(lambda t: [*t[0], "not", "in", *t[1]]),
     st.tuples(operands, regexes).map(lambda t: [*t[0], "matches", t[1]]),
+    operands.map(lambda t: ["has", *t]),
 )
 
 # An expression is (tokens, level): 0 an `or`, 1 an `and`, 2 anything tighter.

@@ -55,7 +55,7 @@ route DELETE /team/** {
 
 route GET /numbers/** {
   auth mock
-  allow if username == 12345
+  allow if username == "12345"
 }
 """
 
@@ -251,10 +251,10 @@ def test_a_numeric_username(mock_server: Any, engine_and_text: tuple[Engine, str
 
     assert (decision.status, decision.reason) == (200, "allowed")
     assert decision.rule is not None
-    assert decision.rule.line == line_of(text, "allow if username == 12345")
+    assert decision.rule.line == line_of(text, 'allow if username == "12345"')
     assert decision.principal is not None
     assert decision.principal.username == "12345"  # the principal's name is always a string
-    assert decision.principal.claims["username"] == 12345  # rules compare JSON values as sent
+    assert decision.principal.claims["username"] == "12345"  # and rules see that same string
     assert decision.principal.groups == ("dev",)
 
 

@@ -161,7 +161,7 @@ CASES = [
         ("PA112", 9, 12, "`groups` is a list and is never `==` a single value"),
     ]),
     Case("PA112 `in` a string claim", route('allow if "adm" in username'), [
-        ("PA112", 9, 12, "`in` needs a list on the right; `username` is a single value"),
+        ("PA112", 9, 12, "`in` needs a list on the right; `username` is a string"),
     ]),
     Case("PA112 list on the left of `in`", route('allow if groups in ["a"]'), [
         ("PA112", 9, 12, "the left side of `in` must be a single value; `groups` is a list"),
