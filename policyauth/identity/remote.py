@@ -6,6 +6,9 @@ call per (provider, token) is in flight at a time, however many requests carry t
 invalid token or an outage. The answer is cached by kind (see cache.py), so a failure is shared
 but never remembered and never becomes an allow.
 
+Before a new call, the provider's ration is asked (flood.py): while a flood of made-up tokens
+lasts, calls over its cap are not made and answer "unavailable" with a Retry-After.
+
 For a tokens block, the local store answers; it needs no cache.
 """
 
@@ -22,6 +25,7 @@ import attrs
 
 from policyauth.compiler import Policy, ProviderPlan
 from policyauth.identity.cache import IdentityCache
+from policyauth.identity.flood import CallRation
 from policyauth.identity.source import (
     Credential,
     Identity,
@@ -75,6 +79,7 @@ class RemoteIdentitySource:
         *,
         cache_size: int = 10_000,
         clock: Callable[[], float] | None = None,
+        ration: CallRation | None = None,
     ) -> None:
         settings = policy.settings
         self._policy = policy
@@ -86,6 +91,7 @@ class RemoteIdentitySource:
             max_entries=cache_size,
             clock=clock or time.monotonic,
         )
+        self._ration = ration or CallRation()
         self._stores = {name: TokenStore(spec.store) for name, spec in policy.tokens.items()}
         self._providers = dict(policy.providers)  # a plain dict: looked up on every request
         self._endpoints: dict[str, Endpoints] = {}  # provider -> what discovery found
@@ -117,6 +123,9 @@ class RemoteIdentitySource:
         flight = self._async_flights.get(key)
         if flight is not None:
             return await asyncio.shield(flight)
+        rationed = self._rationed(authenticator)
+        if rationed is not None:
+            return rationed
         flight = asyncio.get_running_loop().create_future()
         self._async_flights[key] = flight
         # The call runs in its own task, so that the request which started it being cancelled
@@ -137,6 +146,7 @@ class RemoteIdentitySource:
         try:
             result = await self._fetch(provider, token)
             self._cache.put(key, result)
+            self._ration.record(provider.name, result)
         except Exception:
             log.exception("identity lookup failed for provider %s", provider.name)
             result = Unavailable("internal error while validating the token")
@@ -188,6 +198,9 @@ class RemoteIdentitySource:
                 cached = self._cache.get(key)
                 if cached is not None:
                     return cached
+                rationed = self._rationed(authenticator)
+                if rationed is not None:
+                    return rationed
                 flight = self._sync_flights[key] = _Flight()
         if not leader:
             flight.done.wait(self._timeout * 3 + 1)
@@ -195,6 +208,7 @@ class RemoteIdentitySource:
         try:
             flight.result = self._fetch_sync(provider, token)
             self._cache.put(key, flight.result)
+            self._ration.record(provider.name, flight.result)
         except Exception:
             log.exception("identity lookup failed for provider %s", provider.name)
             flight.result = Unavailable("internal error while validating the token")
@@ -253,6 +267,18 @@ class RemoteIdentitySource:
         return Inspection(url, response.status, shown, result)
 
     # --- shared --------------------------------------------------------------------------------
+
+    def _rationed(self, provider: str) -> Unavailable | None:
+        """A 503 for a new call over the cap of a flood of unknown tokens (never a 401: this
+        token was not looked at); None when the call may be made."""
+        wait = self._ration.admit(provider)
+        if wait is None:
+            return None
+        return Unavailable(
+            f"provider `{provider}` is refusing a flood of unknown tokens; its calls are "
+            "rationed, retry later",
+            retry_after=wait,
+        )
 
     def _remember_endpoints(
         self, provider: ProviderPlan, response: Response | Unavailable

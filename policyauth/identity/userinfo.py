@@ -15,8 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+import email.utils
 import json
 import logging
+import math
 import re
 import threading
 import time
@@ -34,6 +37,7 @@ from policyauth.language.urls import is_loopback
 
 MAX_BODY = 1 << 20  # 1 MiB: no userinfo document is bigger; a bigger body is an attack or a bug
 MAX_DEPTH = 32
+MAX_RETRY_AFTER = 300  # seconds: the most a provider's own hint may ask our clients to wait
 USER_AGENT = "policyauth"
 
 log = logging.getLogger("policyauth.identity")
@@ -247,11 +251,35 @@ def _status_trouble(response: Response) -> Invalid | Unavailable | None:
     if status == 403:
         remaining = response.headers.get("x-ratelimit-remaining")
         if remaining == "0" or "retry-after" in response.headers:
-            return Unavailable("the provider is rate limiting (403)")
+            return Unavailable("the provider is rate limiting (403)", retry_after(response))
         return Invalid("the provider answered 403")
     if 300 <= status < 400:
         return Unavailable(f"the provider redirected ({status}); redirects are not followed")
-    return Unavailable(f"the provider answered {status}")
+    return Unavailable(f"the provider answered {status}", retry_after(response))
+
+
+def retry_after(response: Response, wall_clock: float | None = None) -> int | None:
+    """When the provider says it will answer again, in whole seconds from now, for our own
+    `Retry-After`: its `Retry-After` (seconds or an HTTP date, RFC 9110 10.2.3), else the reset
+    time of its rate limit (`X-RateLimit-Reset` of GitHub and GitLab, `X-Rate-Limit-Reset` of
+    Okta: epoch seconds). Kept within 1 s to MAX_RETRY_AFTER: a provider's hint must not tell
+    our clients to stay away for a day. None when the provider gave no usable hint."""
+    current = time.time() if wall_clock is None else wall_clock
+    headers = response.headers
+    seconds: float | None = None
+    value = headers.get("retry-after", "").strip()
+    if value.isdigit():
+        seconds = float(value)
+    elif value:
+        with contextlib.suppress(TypeError, ValueError, IndexError, OverflowError):
+            seconds = email.utils.parsedate_to_datetime(value).timestamp() - current
+    if seconds is None:
+        reset = headers.get("x-ratelimit-reset") or headers.get("x-rate-limit-reset") or ""
+        if reset.strip().isdigit():
+            seconds = float(reset) - current
+    if seconds is None:
+        return None
+    return max(1, min(MAX_RETRY_AFTER, math.ceil(seconds)))
 
 
 def parse_document(response: Response) -> dict[str, Any] | Unavailable:
