@@ -159,7 +159,9 @@ class RemoteIdentitySource:
         endpoints = await self._endpoints_for(provider)
         if isinstance(endpoints, Unavailable):
             return endpoints
-        response = await self._client.send(userinfo_request(provider, endpoints.userinfo, token))
+        response = await self._client.send(
+            userinfo_request(provider, endpoints.userinfo, token), provider.spec.outbound
+        )
         if isinstance(response, Unavailable):
             return response
         result = judge(provider, response, now())
@@ -169,7 +171,9 @@ class RemoteIdentitySource:
         if isinstance(audience_url, Unavailable):
             return audience_url
         request = audience_request(provider.spec, audience_url, token)
-        return _with_audience(provider, result, await self._client.send(request))
+        return _with_audience(
+            provider, result, await self._client.send(request, provider.spec.outbound)
+        )
 
     async def _endpoints_for(self, provider: ProviderPlan) -> Endpoints | Unavailable:
         spec = provider.spec
@@ -178,7 +182,7 @@ class RemoteIdentitySource:
         if provider.name in self._endpoints:
             return self._endpoints[provider.name]
         assert spec.issuer is not None  # the checker requires one of the two
-        response = await self._client.send(discovery_request(spec.issuer))
+        response = await self._client.send(discovery_request(spec.issuer), spec.outbound)
         return self._remember_endpoints(provider, response)
 
     # --- sync ----------------------------------------------------------------------------------
@@ -230,7 +234,7 @@ class RemoteIdentitySource:
         if isinstance(endpoints, Unavailable):
             return None, None, endpoints
         request = userinfo_request(provider, endpoints.userinfo, token)
-        response = self._client.send_sync(request)
+        response = self._client.send_sync(request, provider.spec.outbound)
         if isinstance(response, Unavailable):
             return endpoints.userinfo, None, response
         result = judge(provider, response, now())
@@ -243,7 +247,7 @@ class RemoteIdentitySource:
         return (
             endpoints.userinfo,
             response,
-            _with_audience(provider, result, self._client.send_sync(check)),
+            _with_audience(provider, result, self._client.send_sync(check, provider.spec.outbound)),
         )
 
     def _endpoints_for_sync(self, provider: ProviderPlan) -> Endpoints | Unavailable:
@@ -253,7 +257,7 @@ class RemoteIdentitySource:
         if provider.name in self._endpoints:
             return self._endpoints[provider.name]
         assert spec.issuer is not None
-        response = self._client.send_sync(discovery_request(spec.issuer))
+        response = self._client.send_sync(discovery_request(spec.issuer), spec.outbound)
         return self._remember_endpoints(provider, response)
 
     def inspect_sync(self, authenticator: str, token: str) -> Inspection:
@@ -287,7 +291,9 @@ class RemoteIdentitySource:
         if isinstance(response, Unavailable):
             return response
         assert provider.spec.issuer is not None
-        endpoints = judge_discovery(provider.spec.issuer, response)
+        endpoints = judge_discovery(
+            provider.spec.issuer, response, insecure_http=provider.spec.outbound.insecure_http
+        )
         if isinstance(endpoints, Endpoints):
             self._endpoints[provider.name] = endpoints
         return endpoints
