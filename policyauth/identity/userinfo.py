@@ -36,6 +36,7 @@ import httpx
 from policyauth.compiler import ProviderPlan
 from policyauth.identity.source import Identity, IdentityResult, Invalid, Unavailable
 from policyauth.language.model import Outbound, ProviderSpec
+from policyauth.language.outbound import no_password
 from policyauth.language.presets import Audience, TokenTransport
 from policyauth.language.urls import is_loopback
 
@@ -474,7 +475,7 @@ def ssl_context(outbound: Outbound) -> ssl.SSLContext:
     else:
         context = httpx.create_ssl_context(trust_env=False)
     if outbound.client_cert is not None:
-        context.load_cert_chain(outbound.client_cert, outbound.client_key)
+        context.load_cert_chain(outbound.client_cert, outbound.client_key, password=no_password)
     return context
 
 

@@ -24,7 +24,8 @@ from policyauth.diagnostics import Diagnostic, Severity, Span
 from policyauth.language import ast
 from policyauth.language.claimpath import ClaimPath, ClaimPathError, compile_claim_path
 from policyauth.language.durations import parse_duration
-from policyauth.language.model import CheckedPolicy, ProviderSpec, Settings, TokensSpec
+from policyauth.language.model import CheckedPolicy, Outbound, ProviderSpec, Settings, TokensSpec
+from policyauth.language.outbound import OUTBOUND_KEYS, resolve_outbound
 from policyauth.language.presets import (
     PRESETS,
     Audience,
@@ -47,6 +48,8 @@ _PROVIDER_KEYS = ("preset", "userinfo", "headers", "token_prefix")
 _RESERVED_HEADERS = {"authorization", "host", "content-length", "transfer-encoding", "cookie"}
 _RESERVED_CLAIMS = ("provider", "method", "path", "param")
 _TOKENS_DECLARES = (("username", STRING), ("groups", LIST))
+
+_OUTBOUND_PROVIDER_KEYS = (*OUTBOUND_KEYS, "insecure_http")  # outbound.py
 
 
 class _Invalid(Exception):
@@ -86,6 +89,7 @@ class _Checker:
         self.env = env
         self.base_dir = base_dir
         self.diagnostics: list[Diagnostic] = []
+        self.outbound = Outbound()  # the settings' outbound values, every provider's defaults
 
     @property
     def failed(self) -> bool:
@@ -212,7 +216,7 @@ class _Checker:
             raise _Invalid
         return self._wrong_type(value, key, "a whole number above zero")  # type: ignore[no-any-return]
 
-    def _url(self, value: ast.Value, key: str) -> str:
+    def _url(self, value: ast.Value, key: str, *, insecure: bool = False) -> str:
         url = self._string(value, key)
         try:
             parts = urlsplit(url)
@@ -229,6 +233,16 @@ class _Checker:
             )
             raise _Invalid
         if parts.scheme == "http":
+            if not is_loopback(host) and insecure:
+                self.report(
+                    value.span,
+                    "PA206",
+                    f"`{key}` uses plain http to `{host}` (`insecure_http = true`)",
+                    "tokens cross the network in clear text: keep this to a private network, "
+                    "and prefer https",
+                    Severity.WARNING,
+                )
+                return url
             if not is_loopback(host):
                 self.report(
                     value.span,
@@ -309,6 +323,7 @@ class _Checker:
             "negative_ttl": lambda v, k: self._duration(v, k, zero=True),
             "timeout": lambda v, k: self._duration(v, k, zero=False),
             "max_path": self._count,
+            **dict.fromkeys(OUTBOUND_KEYS, self._string),
         }
         values: dict[str, Any] = {}
         for key, setting in entries.items():
@@ -320,6 +335,7 @@ class _Checker:
             with contextlib.suppress(_Invalid):
                 values[key] = keys[key](setting.value, key)
         defaults = Settings()
+        self.outbound = self._outbound(entries, values, Outbound())
         realm = values.get("realm", defaults.realm)
         if '"' in realm or "\\" in realm or not realm.isprintable():
             self.report(
@@ -334,6 +350,7 @@ class _Checker:
             negative_ttl_ms=values.get("negative_ttl", defaults.negative_ttl_ms),
             timeout_ms=values.get("timeout", defaults.timeout_ms),
             max_path=values.get("max_path", defaults.max_path),
+            outbound=self.outbound,
         )
 
     def _tokens(self, decl: ast.TokensDecl) -> TokensSpec | None:
@@ -365,7 +382,7 @@ class _Checker:
         errors_before = len(self.diagnostics)
         preset = self._preset(entries)
         parameters = preset.parameters if preset else ()
-        known = _PROVIDER_KEYS + parameters
+        known = _PROVIDER_KEYS + _OUTBOUND_PROVIDER_KEYS + parameters
         for key, setting in entries.items():
             if key not in known:
                 self._unknown_provider_key(setting, block, known, preset)
@@ -402,7 +419,9 @@ class _Checker:
                     f"required parameters: {', '.join(preset.required)}",
                 )
 
-        userinfo, issuer = self._endpoint(decl, entries, preset, values)
+        insecure = self._insecure_http(entries)
+        userinfo, issuer = self._endpoint(decl, entries, preset, values, insecure=insecure)
+        outbound = self._provider_outbound(entries, insecure, (userinfo, issuer, *values.values()))
         headers = self._headers(entries, preset)
         # `username` written with a value that is not a path, or an unknown preset (whose
         # claims cannot be known), is already an error; PA116 would only repeat it.
@@ -442,6 +461,7 @@ class _Checker:
             client_secret=values.get("client_secret"),
             audience=audience,
             audience_url=audience_url,
+            outbound=outbound,
         )
 
     def _audience(
@@ -520,16 +540,19 @@ class _Checker:
         entries: Mapping[str, ast.Setting],
         preset: Preset | None,
         values: dict[str, str],
+        *,
+        insecure: bool = False,
     ) -> tuple[str | None, str | None]:
         for key in ("base_url", "issuer"):
             if key in values:
                 try:
-                    values[key] = self._url(entries[key].value, key)
+                    values[key] = self._url(entries[key].value, key, insecure=insecure)
                 except _Invalid:
                     values.pop(key)
         if "userinfo" in entries:
             try:
-                return self._url(entries["userinfo"].value, "userinfo"), values.get("issuer")
+                userinfo = self._url(entries["userinfo"].value, "userinfo", insecure=insecure)
+                return userinfo, values.get("issuer")
             except _Invalid:
                 return None, None
         if preset is None:
@@ -544,6 +567,48 @@ class _Checker:
         if preset.discovery:
             return None, values.get("issuer")
         return userinfo_url(preset, values), None
+
+    def _outbound(
+        self, entries: Mapping[str, ast.Setting], values: Mapping[str, Any], defaults: Outbound
+    ) -> Outbound:
+        """The outbound keys of `settings` (outbound.py checks the files and the proxy)."""
+        written = {k: (values[k], entries[k].value.span) for k in OUTBOUND_KEYS if k in values}
+        return resolve_outbound(
+            written, defaults=defaults, base_dir=self.base_dir, report=self.report
+        )
+
+    def _provider_outbound(
+        self, entries: Mapping[str, ast.Setting], insecure: bool, urls: Iterable[str | None]
+    ) -> Outbound:
+        """A provider's outbound keys over the settings' ones; PA207 when its `insecure_http`
+        lets no URL of the block use plain http (it would only let discovery downgrade)."""
+        values: dict[str, str] = {}
+        for key in OUTBOUND_KEYS:
+            if key in entries:
+                with contextlib.suppress(_Invalid):
+                    values[key] = self._string(entries[key].value, key)
+        outbound = self._outbound(entries, values, self.outbound)
+        plain = [u for u in urls if u and urlsplit(u).scheme == "http"]
+        if insecure and not any(not is_loopback(urlsplit(u).hostname or "") for u in plain):
+            self.report(
+                entries["insecure_http"].value.span,
+                "PA207",
+                "`insecure_http = true` is not needed: no URL of this provider uses plain http "
+                "to another host",
+                "remove it; it would also let a discovery document hand out plain-http endpoints",
+                Severity.WARNING,
+            )
+        return attrs.evolve(outbound, insecure_http=insecure)
+
+    def _insecure_http(self, entries: Mapping[str, ast.Setting]) -> bool:
+        if "insecure_http" not in entries:
+            return False
+        value = entries["insecure_http"].value
+        if isinstance(value, ast.BoolValue):
+            return value.value
+        with contextlib.suppress(_Invalid):
+            self._wrong_type(value, "insecure_http", "`true` or `false`")
+        return False
 
     def _headers(
         self, entries: Mapping[str, ast.Setting], preset: Preset | None
