@@ -501,8 +501,9 @@ def failure(exc: BaseException, url: str) -> Unavailable:
                 "(a company CA? set `ca_file`)"
             )
         if isinstance(cause, ssl.SSLError):
-            reason = cause.reason or type(cause).__name__
-            return Unavailable(f"the TLS handshake with {where} failed: {reason}")
+            reason = (cause.reason or type(cause).__name__).replace("_", " ").lower()
+            hint = " (mutual TLS? set `client_cert`)" if "certificate required" in reason else ""
+            return Unavailable(f"the TLS handshake with {where} failed: {reason}{hint}")
         if isinstance(cause, socket.gaierror):
             return Unavailable(f"DNS lookup failed for {where}: {cause.strerror}")
         if isinstance(cause, ConnectionRefusedError):
@@ -517,6 +518,13 @@ def failure(exc: BaseException, url: str) -> Unavailable:
     if errors:
         return Unavailable(f"{where} could not be reached: {errors[0].strerror}")
     return Unavailable(f"{where} could not be reached ({type(exc).__name__})")
+
+
+def _unloadable(exc: Exception) -> Unavailable:
+    """The CA or client certificate files were checked at load time, and have changed since;
+    each call tries again, so that fixing the files heals the provider."""
+    reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None)
+    return Unavailable(f"the TLS files cannot be loaded: {reason or type(exc).__name__}")
 
 
 class UserinfoClient:
@@ -547,10 +555,12 @@ class UserinfoClient:
     def send_sync(
         self, request: Request, outbound: Outbound = _NO_OUTBOUND
     ) -> Response | Unavailable:
+        client = self._sync_client(outbound)
+        if isinstance(client, Unavailable):
+            return client
         deadline = time.monotonic() + self._seconds
         token = _DEADLINE.set(deadline)
         try:
-            client = self._sync_client(outbound)
             with client.stream(
                 request.method,
                 request.url,
@@ -571,18 +581,18 @@ class UserinfoClient:
                 return Response(response.status_code, dict(response.headers), bytes(body))
         except _Oversized:
             return Unavailable("the provider's response is too large")
-        except (httpx.HTTPError, TimeoutError) as exc:
+        except (httpx.HTTPError, OSError) as exc:  # OSError: ssl.SSLError, TimeoutError
             return failure(exc, request.url)
-        except (OSError, ValueError) as exc:  # the CA or certificate files changed since load
-            return Unavailable(f"the TLS settings cannot be loaded: {type(exc).__name__}")
         finally:
             _DEADLINE.reset(token)
 
     async def send(
         self, request: Request, outbound: Outbound = _NO_OUTBOUND
     ) -> Response | Unavailable:
+        client = self._async_client(outbound)
+        if isinstance(client, Unavailable):
+            return client
         try:
-            client = self._async_client(outbound)
             async with (
                 asyncio.timeout(self._seconds),
                 client.stream(
@@ -604,12 +614,10 @@ class UserinfoClient:
                 return Response(response.status_code, dict(response.headers), bytes(body))
         except _Oversized:
             return Unavailable("the provider's response is too large")
-        except (httpx.HTTPError, TimeoutError) as exc:
+        except (httpx.HTTPError, OSError) as exc:  # OSError: ssl.SSLError, TimeoutError
             return failure(exc, request.url)
-        except (OSError, ValueError) as exc:  # the CA or certificate files changed since load
-            return Unavailable(f"the TLS settings cannot be loaded: {type(exc).__name__}")
 
-    def _async_client(self, outbound: Outbound) -> httpx.AsyncClient:
+    def _async_client(self, outbound: Outbound) -> httpx.AsyncClient | Unavailable:
         """An AsyncClient belongs to one event loop; a new loop gets new clients (the old
         loop's are dropped with it)."""
         loop = asyncio.get_running_loop()
@@ -618,19 +626,25 @@ class UserinfoClient:
             self._async_loop = loop
         client = self._async.get(outbound)
         if client is None:
-            transport = self._transport or httpx.AsyncHTTPTransport(
-                verify=ssl_context(outbound), proxy=outbound.proxy, limits=_LIMITS
-            )
+            try:
+                transport = self._transport or httpx.AsyncHTTPTransport(
+                    verify=ssl_context(outbound), proxy=outbound.proxy, limits=_LIMITS
+                )
+            except (OSError, ValueError) as exc:
+                return _unloadable(exc)
             client = self._async[outbound] = httpx.AsyncClient(
                 transport=transport, **self._options()
             )
         return client
 
-    def _sync_client(self, outbound: Outbound) -> httpx.Client:
+    def _sync_client(self, outbound: Outbound) -> httpx.Client | Unavailable:
         with self._sync_lock:
             client = self._sync.get(outbound)
             if client is None:
-                transport = self._transport or _deadline_transport(outbound)
+                try:
+                    transport = self._transport or _deadline_transport(outbound)
+                except (OSError, ValueError) as exc:
+                    return _unloadable(exc)
                 client = self._sync[outbound] = httpx.Client(transport=transport, **self._options())
             return client
 
