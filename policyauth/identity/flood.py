@@ -13,6 +13,12 @@ the token of a request turned away was not looked at, and a real user's new toke
 them. The flood ends after a window in which demand stayed within the cap, or in which the
 calls that were made found mostly valid tokens (then the demand is mostly real users).
 
+Refusals are only known once answers come back, and a burst of concurrent requests would all
+be let through before the first one: so while nothing shows that the traffic is mostly real
+(no answers yet in the window, or mostly refusals), at most FLOOD_UNANSWERED calls are in
+flight to a provider at once, and the excess is answered 503 with `Retry-After: 1`. That is
+the HTTP client's own connection limit: beyond it calls would only queue for a connection.
+
 Under normal traffic nothing is capped: new valid tokens are answers but not refusals, so they
 never start a flood, however many there are; a few expired tokens among them do not either.
 Cache hits, calls already in flight for the same token, and API tokens are never counted.
@@ -31,6 +37,7 @@ from policyauth.identity.source import Identity, IdentityResult, Invalid
 FLOOD_INTERVAL = 1.0  # seconds: the counting window
 FLOOD_REFUSALS = 20  # refusals within one window (and most of its answers) that mean a flood
 FLOOD_CALLS = 10  # new provider calls per window while a flood lasts
+FLOOD_UNANSWERED = 100  # calls in flight at once without evidence of real traffic
 
 log = logging.getLogger("policyauth.identity")
 
@@ -61,13 +68,16 @@ class CallRation:
         interval: float = FLOOD_INTERVAL,
         refusals: int = FLOOD_REFUSALS,
         calls: int = FLOOD_CALLS,
+        unanswered: int = FLOOD_UNANSWERED,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._interval = interval
         self._refusals = refusals
         self._calls = calls
+        self._unanswered = unanswered
         self._clock = clock
         self._windows: dict[str, _Window] = {}
+        self._in_flight: dict[str, int] = {}
         self._lock = threading.Lock()
 
     def admit(self, provider: str) -> int | None:
@@ -79,18 +89,23 @@ class CallRation:
                 window.turned_away += 1
                 remaining = window.start + self._interval - self._clock()
                 return max(1, math.ceil(remaining))
+            in_flight = self._in_flight.get(provider, 0)
+            if in_flight >= self._unanswered and (window.answers == 0 or window.mostly_refused()):
+                window.turned_away += 1
+                return 1
             window.calls += 1
+            self._in_flight[provider] = in_flight + 1
             return None
 
     def record(self, provider: str, result: IdentityResult) -> None:
-        """The answer of a call `admit` let through."""
-        if isinstance(result, Identity):
-            with self._lock:
-                self._current(provider).answers += 1
-        if not isinstance(result, Invalid):
-            return
+        """The answer of a call `admit` let through (every one, outages included)."""
         with self._lock:
+            self._in_flight[provider] -= 1
             window = self._current(provider)
+            if isinstance(result, Identity):
+                window.answers += 1
+            if not isinstance(result, Invalid):
+                return
             window.answers += 1
             window.refusals += 1
             if (

@@ -146,11 +146,11 @@ class RemoteIdentitySource:
         try:
             result = await self._fetch(provider, token)
             self._cache.put(key, result)
-            self._ration.record(provider.name, result)
         except Exception:
             log.exception("identity lookup failed for provider %s", provider.name)
             result = Unavailable("internal error while validating the token")
         finally:
+            self._ration.record(provider.name, result)
             del self._async_flights[key]
             flight.set_result(result)
         _log_result(provider.name, result)
@@ -212,11 +212,11 @@ class RemoteIdentitySource:
         try:
             flight.result = self._fetch_sync(provider, token)
             self._cache.put(key, flight.result)
-            self._ration.record(provider.name, flight.result)
         except Exception:
             log.exception("identity lookup failed for provider %s", provider.name)
             flight.result = Unavailable("internal error while validating the token")
         finally:
+            self._ration.record(provider.name, flight.result)
             with self._lock:
                 del self._sync_flights[key]
             flight.done.set()
@@ -279,8 +279,8 @@ class RemoteIdentitySource:
         if wait is None:
             return None
         return Unavailable(
-            f"provider `{provider}` is refusing a flood of unknown tokens; its calls are "
-            "rationed, retry later",
+            f"calls to provider `{provider}` are rationed (a flood of unknown tokens, or too "
+            "many calls unanswered); retry later",
             retry_after=wait,
         )
 
