@@ -79,7 +79,6 @@ class RemoteIdentitySource:
         *,
         cache_size: int = 10_000,
         clock: Callable[[], float] | None = None,
-        ration: CallRation | None = None,
     ) -> None:
         settings = policy.settings
         self._policy = policy
@@ -91,7 +90,7 @@ class RemoteIdentitySource:
             max_entries=cache_size,
             clock=clock or time.monotonic,
         )
-        self._ration = ration or CallRation()
+        self._ration = CallRation()
         self._stores = {name: TokenStore(spec.store) for name, spec in policy.tokens.items()}
         self._providers = dict(policy.providers)  # a plain dict: looked up on every request
         self._endpoints: dict[str, Endpoints] = {}  # provider -> what discovery found

@@ -17,6 +17,7 @@ from provider_server import WATCH, bearer, closed_port, new_token, observe_decis
 
 import policyauth
 from policyauth import Decision, Reason
+from policyauth.cli.main import main
 
 MODES = ["async", "sync"]
 
@@ -235,6 +236,20 @@ async def test_a_proxy_that_cannot_connect_is_named(
 
 
 # --- causes named, token never ----------------------------------------------------------------
+
+
+def test_policyauth_userinfo_names_the_certificate_failure(
+    tmp_path: Path, tls_server: TlsUserinfo, capsys: pytest.CaptureFixture[str]
+) -> None:
+    token = new_token()
+    tls_server.granted[token] = {"sub": "ada"}
+    engine_for(tmp_path, tls_server.url).close()  # writes the policy file
+    policy = str(tmp_path / "outbound.policy")
+    assert main(["userinfo", policy, "--provider", "corp", "--token", token]) == 1
+    out = capsys.readouterr().out
+    assert f"unavailable: certificate verification failed for 127.0.0.1:{tls_server.port}" in out
+    assert token not in out
+    assert tls_server.count(token) == 0
 
 
 @pytest.mark.parametrize("mode", MODES)
