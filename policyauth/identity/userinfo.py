@@ -479,16 +479,23 @@ def ssl_context(outbound: Outbound) -> ssl.SSLContext:
     return context
 
 
-def failure(exc: BaseException, url: str) -> Unavailable:
+def _host_port(url: str) -> str:
+    """`host:port` of a URL: never its path, query or credentials."""
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL:  # pragma: no cover - the URLs were checked at load time
+        return "the provider"
+    return f"{parsed.host}:{parsed.port or (443 if parsed.scheme == 'https' else 80)}"
+
+
+def failure(exc: BaseException, url: str, proxy: str | None = None) -> Unavailable:
     """Why a call failed, in words a person can act on: certificate verification, DNS, a
     refused connection, a timeout, the proxy. Names the host and port, never the URL's path or
     query (a Facebook token travels in the query), and never the exception's own text, which
-    could quote the request."""
-    try:
-        parsed = httpx.URL(url)
-        where = f"{parsed.host}:{parsed.port or (443 if parsed.scheme == 'https' else 80)}"
-    except httpx.InvalidURL:  # pragma: no cover - the URLs were checked at load time
-        where = "the provider"
+    could quote the request. Through a proxy, connecting (DNS, refused, connect timeout) is
+    the proxy's part, and the message names it; TLS is still the provider's (CONNECT)."""
+    where = _host_port(url)
+    hop = f"the proxy {_host_port(proxy)}" if proxy else where
     causes: list[BaseException] = []
     current: BaseException | None = exc
     while current is not None and current not in causes and len(causes) < 8:
@@ -505,13 +512,13 @@ def failure(exc: BaseException, url: str) -> Unavailable:
             hint = " (mutual TLS? set `client_cert`)" if "certificate required" in reason else ""
             return Unavailable(f"the TLS handshake with {where} failed: {reason}{hint}")
         if isinstance(cause, socket.gaierror):
-            return Unavailable(f"DNS lookup failed for {where}: {cause.strerror}")
+            return Unavailable(f"DNS lookup failed for {hop}: {cause.strerror}")
         if isinstance(cause, ConnectionRefusedError):
-            return Unavailable(f"connection refused by {where}")
+            return Unavailable(f"connection refused by {hop}")
     if isinstance(exc, httpx.ProxyError):
         return Unavailable(f"the proxy would not connect to {where}")
     if isinstance(exc, httpx.ConnectTimeout):
-        return Unavailable(f"timed out connecting to {where}")
+        return Unavailable(f"timed out connecting to {hop}")
     if isinstance(exc, httpx.TimeoutException | TimeoutError):
         return Unavailable(f"the provider at {where} timed out")
     errors = [c for c in causes if isinstance(c, OSError) and c.strerror]
@@ -582,7 +589,7 @@ class UserinfoClient:
         except _Oversized:
             return Unavailable("the provider's response is too large")
         except (httpx.HTTPError, OSError) as exc:  # OSError: ssl.SSLError, TimeoutError
-            return failure(exc, request.url)
+            return failure(exc, request.url, outbound.proxy)
         finally:
             _DEADLINE.reset(token)
 
@@ -615,7 +622,7 @@ class UserinfoClient:
         except _Oversized:
             return Unavailable("the provider's response is too large")
         except (httpx.HTTPError, OSError) as exc:  # OSError: ssl.SSLError, TimeoutError
-            return failure(exc, request.url)
+            return failure(exc, request.url, outbound.proxy)
 
     def _async_client(self, outbound: Outbound) -> httpx.AsyncClient | Unavailable:
         """An AsyncClient belongs to one event loop; a new loop gets new clients (the old

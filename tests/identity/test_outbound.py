@@ -235,6 +235,17 @@ async def test_a_proxy_that_cannot_connect_is_named(
     assert_unavailable(decision, f"the proxy would not connect to 127.0.0.1:{port}")
 
 
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_proxy_that_is_down_is_named_not_the_provider(
+    mode: str, tmp_path: Path, tls_server: TlsUserinfo
+) -> None:
+    port = closed_port()
+    engine = engine_for(tmp_path, tls_server.url, f'proxy = "http://user:secret@127.0.0.1:{port}"')
+    decision = await decide(engine, mode, new_token())
+    assert_unavailable(decision, f"connection refused by the proxy 127.0.0.1:{port}")
+    assert "secret" not in decision.message
+
+
 # --- causes named, token never ----------------------------------------------------------------
 
 
