@@ -1,4 +1,6 @@
-"""Asking a provider who a token belongs to: the only module that talks HTTP (httpx).
+"""Asking a provider who a token belongs to: the only module that talks HTTP (httpx, and its
+network layer httpcore for the sync deadline), with the outbound settings (CA, client
+certificate, proxy) of each provider.
 
 What is sent and how an answer is judged are pure functions (`userinfo_request`, `judge`), so
 the synchronous and asynchronous clients share every decision and differ only in I/O. The rules

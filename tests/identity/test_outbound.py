@@ -246,6 +246,22 @@ async def test_a_proxy_that_is_down_is_named_not_the_provider(
     assert "secret" not in decision.message
 
 
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_ca_file_removed_after_load_is_503_until_it_is_back(
+    mode: str, tmp_path: Path, tls_server: TlsUserinfo, certs: Certificates
+) -> None:
+    token = new_token()
+    tls_server.granted[token] = {"sub": "ada"}
+    ca = tmp_path / "ca.pem"
+    ca.write_bytes(certs.path("ca.pem").read_bytes())
+    engine = engine_for(tmp_path, tls_server.url, 'ca_file = "ca.pem"')
+    ca.unlink()
+    decision = await decide(engine, mode, token)
+    assert_unavailable(decision, "the TLS files cannot be loaded: No such file or directory")
+    ca.write_bytes(certs.path("ca.pem").read_bytes())
+    assert (await decide(engine, mode, token)).status == 200  # each call tries again
+
+
 # --- causes named, token never ----------------------------------------------------------------
 
 
