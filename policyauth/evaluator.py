@@ -18,6 +18,7 @@ from policyauth.compiler.expressions import RuleError
 from policyauth.decision import Decision, Outcome, Principal, Reason
 from policyauth.diagnostics import Span
 from policyauth.identity.source import (
+    DEFAULT_RETRY_AFTER,
     Credential,
     Identity,
     IdentityResult,
@@ -145,7 +146,16 @@ def finish(
     if isinstance(result, Invalid):
         return invalid_token(policy, route, result.detail)
     if not isinstance(result, Identity):
-        return _decided(route, 503, Reason.PROVIDER_UNAVAILABLE, result.detail)
+        # Every 503 says when to come back (RFC 9110 10.2.3): the provider's own hint or the
+        # rationing interval where known, else a short default, so clients back off.
+        retry = str(result.retry_after or DEFAULT_RETRY_AFTER)
+        return _decided(
+            route,
+            503,
+            Reason.PROVIDER_UNAVAILABLE,
+            result.detail,
+            headers=(("Retry-After", retry),),
+        )
     request = pending.request
     # What follows is a pure function of the identity, the route and the request's method and
     # path, so a cached identity remembers its recent decisions (every header check above

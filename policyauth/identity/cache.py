@@ -9,6 +9,11 @@ Keys are keyed BLAKE2b MACs of (authenticator, token) under a random per-process
 raw token is never stored, and the keys are useless outside this process. Expiry uses the
 monotonic clock, so a wall-clock jump neither extends nor cuts an entry. The size is bounded
 (least recently used entries go first).
+
+Identities and invalid tokens are kept apart, each under its own bound, the invalid ones under
+a smaller one: anyone can make up tokens, so a flood of distinct junk tokens must only ever
+push out other junk, never a validated identity (which would cost a real user a provider call,
+and a 503 against a rate-limited provider).
 """
 
 from __future__ import annotations
@@ -22,7 +27,8 @@ from collections.abc import Callable
 
 from policyauth.identity.source import Identity, IdentityResult, Invalid
 
-DEFAULT_MAX_ENTRIES = 10_000
+DEFAULT_MAX_ENTRIES = 10_000  # identities
+DEFAULT_MAX_NEGATIVE = 2_000  # invalid tokens: enough for clients retrying a bad token
 
 
 class IdentityCache:
@@ -32,6 +38,7 @@ class IdentityCache:
         ttl: float,
         negative_ttl: float,
         max_entries: int = DEFAULT_MAX_ENTRIES,
+        max_negative: int = DEFAULT_MAX_NEGATIVE,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._secret = secrets.token_bytes(32)
@@ -40,8 +47,10 @@ class IdentityCache:
         self._ttl = ttl
         self._negative_ttl = negative_ttl
         self._max_entries = max_entries
+        self._max_negative = max_negative
         self._clock = clock
         self._entries: OrderedDict[bytes, tuple[float, IdentityResult]] = OrderedDict()
+        self._negative: OrderedDict[bytes, tuple[float, IdentityResult]] = OrderedDict()
         self._lock = threading.Lock()
 
     def key(self, authenticator: str, token: str) -> bytes:
@@ -53,15 +62,19 @@ class IdentityCache:
     def get(self, key: bytes) -> IdentityResult | None:
         """Without the lock: a hit is on every request, and each OrderedDict operation here is
         atomic on its own; an entry evicted by another thread in between is simply a miss."""
-        entry = self._entries.get(key)
+        entries = self._entries
+        entry = entries.get(key)
         if entry is None:
-            return None
+            entries = self._negative
+            entry = entries.get(key)
+            if entry is None:
+                return None
         expires, result = entry
         try:
             if self._clock() >= expires:
-                del self._entries[key]
+                del entries[key]
                 return None
-            self._entries.move_to_end(key)
+            entries.move_to_end(key)
         except KeyError:
             return None
         return result
@@ -70,17 +83,20 @@ class IdentityCache:
         """Remember `result` for as long as its kind allows (never an Unavailable)."""
         if isinstance(result, Identity):
             ttl = self._ttl if result.lifetime is None else min(self._ttl, result.lifetime)
+            entries, other, bound = self._entries, self._negative, self._max_entries
         elif isinstance(result, Invalid):
             ttl = self._negative_ttl
+            entries, other, bound = self._negative, self._entries, self._max_negative
         else:
             return
         if ttl <= 0:
             return
         with self._lock:
-            self._entries[key] = (self._clock() + ttl, result)
-            self._entries.move_to_end(key)
-            while len(self._entries) > self._max_entries:
-                self._entries.popitem(last=False)
+            other.pop(key, None)  # a key lives in one of the two, with its latest answer
+            entries[key] = (self._clock() + ttl, result)
+            entries.move_to_end(key)
+            while len(entries) > bound:
+                entries.popitem(last=False)
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self._entries) + len(self._negative)

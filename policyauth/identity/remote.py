@@ -6,6 +6,9 @@ call per (provider, token) is in flight at a time, however many requests carry t
 invalid token or an outage. The answer is cached by kind (see cache.py), so a failure is shared
 but never remembered and never becomes an allow.
 
+Before a new call, the provider's ration is asked (flood.py): while a flood of made-up tokens
+lasts, calls over its cap are not made and answer "unavailable" with a Retry-After.
+
 For a tokens block, the local store answers; it needs no cache.
 """
 
@@ -23,6 +26,7 @@ import attrs
 
 from policyauth.compiler import Policy, ProviderPlan
 from policyauth.identity.cache import IdentityCache
+from policyauth.identity.flood import CallRation
 from policyauth.identity.source import (
     Credential,
     Identity,
@@ -87,6 +91,7 @@ class RemoteIdentitySource:
             max_entries=cache_size,
             clock=clock or time.monotonic,
         )
+        self._ration = CallRation()
         grace = timedelta(milliseconds=settings.store_grace_ms)
         self._stores = {
             name: TokenStore(spec.store, grace=grace) for name, spec in policy.tokens.items()
@@ -121,6 +126,9 @@ class RemoteIdentitySource:
         flight = self._async_flights.get(key)
         if flight is not None:
             return await asyncio.shield(flight)
+        rationed = self._rationed(authenticator)
+        if rationed is not None:
+            return rationed
         flight = asyncio.get_running_loop().create_future()
         self._async_flights[key] = flight
         # The call runs in its own task, so that the request which started it being cancelled
@@ -145,6 +153,7 @@ class RemoteIdentitySource:
             log.exception("identity lookup failed for provider %s", provider.name)
             result = Unavailable("internal error while validating the token")
         finally:
+            self._ration.record(provider.name, result)
             del self._async_flights[key]
             flight.set_result(result)
         _log_result(provider.name, result)
@@ -153,7 +162,9 @@ class RemoteIdentitySource:
         endpoints = await self._endpoints_for(provider)
         if isinstance(endpoints, Unavailable):
             return endpoints
-        response = await self._client.send(userinfo_request(provider, endpoints.userinfo, token))
+        response = await self._client.send(
+            userinfo_request(provider, endpoints.userinfo, token), provider.spec.outbound
+        )
         if isinstance(response, Unavailable):
             return response
         result = judge(provider, response, now())
@@ -163,7 +174,9 @@ class RemoteIdentitySource:
         if isinstance(audience_url, Unavailable):
             return audience_url
         request = audience_request(provider.spec, audience_url, token)
-        return _with_audience(provider, result, await self._client.send(request))
+        return _with_audience(
+            provider, result, await self._client.send(request, provider.spec.outbound)
+        )
 
     async def _endpoints_for(self, provider: ProviderPlan) -> Endpoints | Unavailable:
         spec = provider.spec
@@ -172,7 +185,7 @@ class RemoteIdentitySource:
         if provider.name in self._endpoints:
             return self._endpoints[provider.name]
         assert spec.issuer is not None  # the checker requires one of the two
-        response = await self._client.send(discovery_request(spec.issuer))
+        response = await self._client.send(discovery_request(spec.issuer), spec.outbound)
         return self._remember_endpoints(provider, response)
 
     # --- sync ----------------------------------------------------------------------------------
@@ -192,6 +205,9 @@ class RemoteIdentitySource:
                 cached = self._cache.get(key)
                 if cached is not None:
                     return cached
+                rationed = self._rationed(authenticator)
+                if rationed is not None:
+                    return rationed
                 flight = self._sync_flights[key] = _Flight()
         if not leader:
             flight.done.wait(self._timeout * 3 + 1)
@@ -203,6 +219,7 @@ class RemoteIdentitySource:
             log.exception("identity lookup failed for provider %s", provider.name)
             flight.result = Unavailable("internal error while validating the token")
         finally:
+            self._ration.record(provider.name, flight.result)
             with self._lock:
                 del self._sync_flights[key]
             flight.done.set()
@@ -220,7 +237,7 @@ class RemoteIdentitySource:
         if isinstance(endpoints, Unavailable):
             return None, None, endpoints
         request = userinfo_request(provider, endpoints.userinfo, token)
-        response = self._client.send_sync(request)
+        response = self._client.send_sync(request, provider.spec.outbound)
         if isinstance(response, Unavailable):
             return endpoints.userinfo, None, response
         result = judge(provider, response, now())
@@ -233,7 +250,7 @@ class RemoteIdentitySource:
         return (
             endpoints.userinfo,
             response,
-            _with_audience(provider, result, self._client.send_sync(check)),
+            _with_audience(provider, result, self._client.send_sync(check, provider.spec.outbound)),
         )
 
     def _endpoints_for_sync(self, provider: ProviderPlan) -> Endpoints | Unavailable:
@@ -243,7 +260,7 @@ class RemoteIdentitySource:
         if provider.name in self._endpoints:
             return self._endpoints[provider.name]
         assert spec.issuer is not None
-        response = self._client.send_sync(discovery_request(spec.issuer))
+        response = self._client.send_sync(discovery_request(spec.issuer), spec.outbound)
         return self._remember_endpoints(provider, response)
 
     def inspect_sync(self, authenticator: str, token: str) -> Inspection:
@@ -258,6 +275,18 @@ class RemoteIdentitySource:
 
     # --- shared --------------------------------------------------------------------------------
 
+    def _rationed(self, provider: str) -> Unavailable | None:
+        """A 503 for a new call over the cap of a flood of unknown tokens (never a 401: this
+        token was not looked at); None when the call may be made."""
+        wait = self._ration.admit(provider)
+        if wait is None:
+            return None
+        return Unavailable(
+            f"calls to provider `{provider}` are rationed (a flood of unknown tokens, or too "
+            "many calls unanswered); retry later",
+            retry_after=wait,
+        )
+
     def _remember_endpoints(
         self, provider: ProviderPlan, response: Response | Unavailable
     ) -> Endpoints | Unavailable:
@@ -265,7 +294,9 @@ class RemoteIdentitySource:
         if isinstance(response, Unavailable):
             return response
         assert provider.spec.issuer is not None
-        endpoints = judge_discovery(provider.spec.issuer, response)
+        endpoints = judge_discovery(
+            provider.spec.issuer, response, insecure_http=provider.spec.outbound.insecure_http
+        )
         if isinstance(endpoints, Endpoints):
             self._endpoints[provider.name] = endpoints
         return endpoints

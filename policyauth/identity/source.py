@@ -20,6 +20,7 @@ from policyauth.request import BasicCredential, BearerCredential
 
 T = TypeVar("T")
 _DERIVED_SIZE = 64  # values per identity: its principal and recent (route, method, path) decisions
+DEFAULT_RETRY_AFTER = 5  # seconds: outages are mostly brief; clients that honour it back off
 
 
 @attrs.frozen
@@ -62,9 +63,15 @@ class Invalid:
 
 @attrs.frozen
 class Unavailable:
-    """The credential could not be checked: the provider failed or answered nonsense."""
+    """The credential could not be checked: the provider failed or answered nonsense.
+
+    `retry_after` is when a retry may succeed, in whole seconds, where it is known (the
+    provider said so, or its calls are being rationed); the decision's `Retry-After` header
+    falls back to DEFAULT_RETRY_AFTER without it, so that every 503 tells clients to back off.
+    """
 
     detail: str
+    retry_after: int | None = None
 
 
 IdentityResult = Identity | Invalid | Unavailable

@@ -1,4 +1,6 @@
-"""Asking a provider who a token belongs to: the only module that talks HTTP (httpx).
+"""Asking a provider who a token belongs to: the only module that talks HTTP (httpx, and its
+network layer httpcore for the sync deadline), with the outbound settings (CA, client
+certificate, proxy) of each provider.
 
 What is sent and how an answer is judged are pure functions (`userinfo_request`, `judge`), so
 the synchronous and asynchronous clients share every decision and differ only in I/O. The rules
@@ -15,25 +17,34 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+import contextvars
+import email.utils
 import json
 import logging
+import math
 import re
+import socket
+import ssl
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import attrs
+import httpcore
 import httpx
 
 from policyauth.compiler import ProviderPlan
 from policyauth.identity.source import Identity, IdentityResult, Invalid, Unavailable
-from policyauth.language.model import ProviderSpec
+from policyauth.language.model import Outbound, ProviderSpec
+from policyauth.language.outbound import no_password
 from policyauth.language.presets import Audience, TokenTransport
 from policyauth.language.urls import is_loopback
 
 MAX_BODY = 1 << 20  # 1 MiB: no userinfo document is bigger; a bigger body is an attack or a bug
 MAX_DEPTH = 32
+MAX_RETRY_AFTER = 300  # seconds: the most a provider's own hint may ask our clients to wait
 USER_AGENT = "policyauth"
 
 log = logging.getLogger("policyauth.identity")
@@ -220,8 +231,11 @@ def _seconds(value: object) -> float | None:
         return None
 
 
-def judge_discovery(issuer: str, response: Response) -> Endpoints | Unavailable:
-    """The endpoints an OpenID Provider's discovery document names (OIDC Discovery 4)."""
+def judge_discovery(
+    issuer: str, response: Response, *, insecure_http: bool = False
+) -> Endpoints | Unavailable:
+    """The endpoints an OpenID Provider's discovery document names (OIDC Discovery 4); plain
+    http ones only on loopback, or anywhere when the provider opted in with `insecure_http`."""
     if response.status != 200:
         return Unavailable(f"discovery answered {response.status}")
     document = parse_document(response)
@@ -230,10 +244,10 @@ def judge_discovery(issuer: str, response: Response) -> Endpoints | Unavailable:
     if str(document.get("issuer", "")).rstrip("/") != issuer.rstrip("/"):
         return Unavailable("the discovery document names another issuer")
     endpoint = document.get("userinfo_endpoint")
-    if not isinstance(endpoint, str) or not _acceptable_url(endpoint):
+    if not isinstance(endpoint, str) or not _acceptable_url(endpoint, insecure_http):
         return Unavailable("the discovery document has no usable `userinfo_endpoint`")
     introspection = document.get("introspection_endpoint")
-    if not isinstance(introspection, str) or not _acceptable_url(introspection):
+    if not isinstance(introspection, str) or not _acceptable_url(introspection, insecure_http):
         introspection = None
     return Endpoints(endpoint, introspection)
 
@@ -247,11 +261,35 @@ def _status_trouble(response: Response) -> Invalid | Unavailable | None:
     if status == 403:
         remaining = response.headers.get("x-ratelimit-remaining")
         if remaining == "0" or "retry-after" in response.headers:
-            return Unavailable("the provider is rate limiting (403)")
+            return Unavailable("the provider is rate limiting (403)", retry_after(response))
         return Invalid("the provider answered 403")
     if 300 <= status < 400:
         return Unavailable(f"the provider redirected ({status}); redirects are not followed")
-    return Unavailable(f"the provider answered {status}")
+    return Unavailable(f"the provider answered {status}", retry_after(response))
+
+
+def retry_after(response: Response, wall_clock: float | None = None) -> int | None:
+    """When the provider says it will answer again, in whole seconds from now, for our own
+    `Retry-After`: its `Retry-After` (seconds or an HTTP date, RFC 9110 10.2.3), else the reset
+    time of its rate limit (`X-RateLimit-Reset` of GitHub and GitLab, `X-Rate-Limit-Reset` of
+    Okta: epoch seconds). Kept within 1 s to MAX_RETRY_AFTER: a provider's hint must not tell
+    our clients to stay away for a day. None when the provider gave no usable hint."""
+    current = time.time() if wall_clock is None else wall_clock
+    headers = response.headers
+    seconds: float | None = None
+    value = headers.get("retry-after", "").strip()
+    if value.isdigit():
+        seconds = float(value)
+    elif value:
+        with contextlib.suppress(TypeError, ValueError, IndexError, OverflowError):
+            seconds = email.utils.parsedate_to_datetime(value).timestamp() - current
+    if seconds is None:
+        reset = headers.get("x-ratelimit-reset") or headers.get("x-rate-limit-reset") or ""
+        if reset.strip().isdigit():
+            seconds = float(reset) - current
+    if seconds is None:
+        return None
+    return max(1, min(MAX_RETRY_AFTER, math.ceil(seconds)))
 
 
 def parse_document(response: Response) -> dict[str, Any] | Unavailable:
@@ -307,15 +345,18 @@ def _lifetime(document: Mapping[str, Any], now: float) -> float | None:
     return None
 
 
-def _acceptable_url(url: str) -> bool:
-    """https anywhere; http only on loopback, the rule the checker applies to policy URLs."""
+def _acceptable_url(url: str, insecure_http: bool) -> bool:
+    """https anywhere; http only on loopback or with `insecure_http`, the rule the checker
+    applies to policy URLs."""
     try:
         parts = httpx.URL(url)
     except httpx.InvalidURL:
         return False
     if parts.scheme == "https":
         return bool(parts.host)
-    return parts.scheme == "http" and is_loopback(parts.host)
+    return (
+        parts.scheme == "http" and bool(parts.host) and (insecure_http or is_loopback(parts.host))
+    )
 
 
 # --- I/O ------------------------------------------------------------------------------------
@@ -330,34 +371,204 @@ def _query(request: Request) -> httpx.QueryParams | None:
     return httpx.QueryParams([*own, *request.params])
 
 
+_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20)
+_NO_OUTBOUND = Outbound()
+
+# The end of the current synchronous call (time.monotonic()), for the network streams below.
+# A context variable: each thread has its own, and a pooled connection reads the deadline of
+# whichever call is using it.
+_DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "policyauth_deadline", default=None
+)
+
+
+def _budget(timeout: float | None, expired: type[Exception]) -> float | None:
+    """The socket timeout for one network operation: httpx's own, cut to what is left of the
+    call's budget; `expired` when nothing is left."""
+    deadline = _DEADLINE.get()
+    if deadline is None:
+        return timeout
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise expired("the call took longer than the policy's timeout")
+    return remaining if timeout is None else min(timeout, remaining)
+
+
+class _DeadlineStream(httpcore.NetworkStream):
+    """A connection whose every read, write and TLS handshake ends by the call's deadline, so
+    a provider sending its answer a byte at a time cannot hold a thread past `timeout`."""
+
+    def __init__(self, inner: httpcore.NetworkStream) -> None:
+        self._inner = inner
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._inner.read(max_bytes, _budget(timeout, httpcore.ReadTimeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._inner.write(buffer, _budget(timeout, httpcore.WriteTimeout))
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def start_tls(
+        self,
+        ssl_context: ssl.SSLContext,
+        server_hostname: str | None = None,
+        timeout: float | None = None,
+    ) -> httpcore.NetworkStream:
+        budget = _budget(timeout, httpcore.ConnectTimeout)
+        return _DeadlineStream(self._inner.start_tls(ssl_context, server_hostname, budget))
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._inner.get_extra_info(info)
+
+
+class _DeadlineBackend(httpcore.NetworkBackend):
+    def __init__(self, inner: httpcore.NetworkBackend) -> None:
+        self._inner = inner
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.NetworkStream:
+        budget = _budget(timeout, httpcore.ConnectTimeout)
+        return _DeadlineStream(
+            self._inner.connect_tcp(host, port, budget, local_address, socket_options)
+        )
+
+    def connect_unix_socket(
+        self,
+        path: str,
+        timeout: float | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.NetworkStream:  # pragma: no cover - providers are reached over TCP
+        budget = _budget(timeout, httpcore.ConnectTimeout)
+        return _DeadlineStream(self._inner.connect_unix_socket(path, budget, socket_options))
+
+    def sleep(self, seconds: float) -> None:  # pragma: no cover - retries are off
+        self._inner.sleep(seconds)
+
+
+def _deadline_transport(outbound: Outbound) -> httpx.HTTPTransport:
+    """httpx's own transport, with the provider's TLS and proxy settings, whose connections
+    obey the call's deadline. httpx has no total timeout (its timeouts bound each operation),
+    and its transport takes no network backend, so the pool's backend is wrapped in place;
+    should httpcore rename it, this fails at once rather than leaving calls unbounded."""
+    transport = httpx.HTTPTransport(
+        verify=ssl_context(outbound), proxy=outbound.proxy, limits=_LIMITS
+    )
+    pool = transport._pool
+    inner = getattr(pool, "_network_backend", None)
+    if not isinstance(inner, httpcore.NetworkBackend):  # pragma: no cover - a newer httpcore
+        raise RuntimeError("httpcore's connection pool has no network backend to bound")
+    pool._network_backend = _DeadlineBackend(inner)
+    return transport
+
+
+def ssl_context(outbound: Outbound) -> ssl.SSLContext:
+    """certifi's trust store (httpx's default), or `ca_file` instead; with the client
+    certificate for mutual TLS when one is set."""
+    if outbound.ca_file is not None:
+        context = ssl.create_default_context(cafile=outbound.ca_file)
+    else:
+        context = httpx.create_ssl_context(trust_env=False)
+    if outbound.client_cert is not None:
+        context.load_cert_chain(outbound.client_cert, outbound.client_key, password=no_password)
+    return context
+
+
+def _host_port(url: str) -> str:
+    """`host:port` of a URL: never its path, query or credentials."""
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL:  # pragma: no cover - the URLs were checked at load time
+        return "the provider"
+    return f"{parsed.host}:{parsed.port or (443 if parsed.scheme == 'https' else 80)}"
+
+
+def failure(exc: BaseException, url: str, proxy: str | None = None) -> Unavailable:
+    """Why a call failed, in words a person can act on: certificate verification, DNS, a
+    refused connection, a timeout, the proxy. Names the host and port, never the URL's path or
+    query (a Facebook token travels in the query), and never the exception's own text, which
+    could quote the request. Through a proxy, connecting (DNS, refused, connect timeout) is
+    the proxy's part, and the message names it; TLS is still the provider's (CONNECT)."""
+    where = _host_port(url)
+    hop = f"the proxy {_host_port(proxy)}" if proxy else where
+    causes: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in causes and len(causes) < 8:
+        causes.append(current)
+        current = current.__cause__ or current.__context__
+    for cause in causes:
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return Unavailable(
+                f"certificate verification failed for {where}: {cause.verify_message} "
+                "(a company CA? set `ca_file`)"
+            )
+        if isinstance(cause, ssl.SSLError):
+            reason = (cause.reason or type(cause).__name__).replace("_", " ").lower()
+            hint = " (mutual TLS? set `client_cert`)" if "certificate required" in reason else ""
+            return Unavailable(f"the TLS handshake with {where} failed: {reason}{hint}")
+        if isinstance(cause, socket.gaierror):
+            return Unavailable(f"DNS lookup failed for {hop}: {cause.strerror}")
+        if isinstance(cause, ConnectionRefusedError):
+            return Unavailable(f"connection refused by {hop}")
+    if isinstance(exc, httpx.ProxyError):
+        return Unavailable(f"the proxy would not connect to {where}")
+    if isinstance(exc, httpx.ConnectTimeout):
+        return Unavailable(f"timed out connecting to {hop}")
+    if isinstance(exc, httpx.TimeoutException | TimeoutError):
+        return Unavailable(f"the provider at {where} timed out")
+    errors = [c for c in causes if isinstance(c, OSError) and c.strerror]
+    if errors:
+        return Unavailable(f"{where} could not be reached: {errors[0].strerror}")
+    return Unavailable(f"{where} could not be reached ({type(exc).__name__})")
+
+
+def _unloadable(exc: Exception) -> Unavailable:
+    """The CA or client certificate files were checked at load time, and have changed since;
+    each call tries again, so that fixing the files heals the provider."""
+    reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None)
+    return Unavailable(f"the TLS files cannot be loaded: {reason or type(exc).__name__}")
+
+
 class UserinfoClient:
-    """Pooled HTTP clients (one sync, one async per event loop) with the policy's timeout."""
+    """Pooled HTTP clients with the policy's timeout: per outbound setting (CA, client
+    certificate, proxy), one sync client and one async client per event loop.
+
+    `timeout` bounds each call as a whole (section 3 of the language page: "per call"). httpx's
+    timeouts bound each connect, read and write, so a provider dripping its answer a byte at a
+    time would never trip them: the async call runs under asyncio.timeout, the sync one under a
+    deadline that every network operation of its connection obeys (_DeadlineStream). A
+    `transport` (tests) replaces the network; the sync deadline is then checked between the
+    chunks of the body only.
+    """
 
     def __init__(self, timeout: float, transport: Any = None) -> None:
         _protect_logs()
         self._timeout = httpx.Timeout(timeout)
-        # httpx's timeout bounds each connect, read and write; a provider dripping its answer
-        # a byte at a time would never trip it. `timeout` is per call, so the whole call is
-        # bounded too (the sync client checks between the chunks of the body).
         self._seconds = timeout
         self._transport = transport
-        self._sync: httpx.Client | None = None
+        self._sync: dict[Outbound, httpx.Client] = {}
         self._sync_lock = threading.Lock()  # two threads must not each build (and leak) one
-        self._async: httpx.AsyncClient | None = None
+        self._async: dict[Outbound, httpx.AsyncClient] = {}
         self._async_loop: asyncio.AbstractEventLoop | None = None
 
     def _options(self) -> dict[str, Any]:
-        return {
-            "timeout": self._timeout,
-            "follow_redirects": False,
-            "verify": True,
-            "trust_env": False,
-            "limits": httpx.Limits(max_connections=100, max_keepalive_connections=20),
-        }
+        return {"timeout": self._timeout, "follow_redirects": False, "trust_env": False}
 
-    def send_sync(self, request: Request) -> Response | Unavailable:
-        client = self._sync_client()
+    def send_sync(
+        self, request: Request, outbound: Outbound = _NO_OUTBOUND
+    ) -> Response | Unavailable:
+        client = self._sync_client(outbound)
+        if isinstance(client, Unavailable):
+            return client
         deadline = time.monotonic() + self._seconds
+        token = _DEADLINE.set(deadline)
         try:
             with client.stream(
                 request.method,
@@ -374,18 +585,22 @@ class UserinfoClient:
                     body += chunk
                     if len(body) > MAX_BODY:
                         raise _Oversized
-                    if time.monotonic() > deadline:
+                    if time.monotonic() > deadline:  # a given `transport` knows no deadline
                         raise TimeoutError
                 return Response(response.status_code, dict(response.headers), bytes(body))
         except _Oversized:
             return Unavailable("the provider's response is too large")
-        except (httpx.TimeoutException, TimeoutError):
-            return Unavailable("the provider timed out")
-        except httpx.HTTPError as exc:
-            return Unavailable(f"the provider could not be reached ({type(exc).__name__})")
+        except (httpx.HTTPError, OSError) as exc:  # OSError: ssl.SSLError, TimeoutError
+            return failure(exc, request.url, outbound.proxy)
+        finally:
+            _DEADLINE.reset(token)
 
-    async def send(self, request: Request) -> Response | Unavailable:
-        client = self._async_client()
+    async def send(
+        self, request: Request, outbound: Outbound = _NO_OUTBOUND
+    ) -> Response | Unavailable:
+        client = self._async_client(outbound)
+        if isinstance(client, Unavailable):
+            return client
         try:
             async with (
                 asyncio.timeout(self._seconds),
@@ -408,35 +623,51 @@ class UserinfoClient:
                 return Response(response.status_code, dict(response.headers), bytes(body))
         except _Oversized:
             return Unavailable("the provider's response is too large")
-        except (httpx.TimeoutException, TimeoutError):
-            return Unavailable("the provider timed out")
-        except httpx.HTTPError as exc:
-            return Unavailable(f"the provider could not be reached ({type(exc).__name__})")
+        except (httpx.HTTPError, OSError) as exc:  # OSError: ssl.SSLError, TimeoutError
+            return failure(exc, request.url, outbound.proxy)
 
-    def _async_client(self) -> httpx.AsyncClient:
-        """An AsyncClient belongs to one event loop; a new loop gets a new client."""
+    def _async_client(self, outbound: Outbound) -> httpx.AsyncClient | Unavailable:
+        """An AsyncClient belongs to one event loop; a new loop gets new clients (the old
+        loop's are dropped with it)."""
         loop = asyncio.get_running_loop()
-        if self._async is None or self._async_loop is not loop:
-            self._async = httpx.AsyncClient(transport=self._transport, **self._options())
+        if self._async_loop is not loop:
+            self._async = {}
             self._async_loop = loop
-        return self._async
+        client = self._async.get(outbound)
+        if client is None:
+            try:
+                transport = self._transport or httpx.AsyncHTTPTransport(
+                    verify=ssl_context(outbound), proxy=outbound.proxy, limits=_LIMITS
+                )
+            except (OSError, ValueError) as exc:
+                return _unloadable(exc)
+            client = self._async[outbound] = httpx.AsyncClient(
+                transport=transport, **self._options()
+            )
+        return client
 
-    def _sync_client(self) -> httpx.Client:
+    def _sync_client(self, outbound: Outbound) -> httpx.Client | Unavailable:
         with self._sync_lock:
-            if self._sync is None:
-                self._sync = httpx.Client(transport=self._transport, **self._options())
-            return self._sync
+            client = self._sync.get(outbound)
+            if client is None:
+                try:
+                    transport = self._transport or _deadline_transport(outbound)
+                except (OSError, ValueError) as exc:
+                    return _unloadable(exc)
+                client = self._sync[outbound] = httpx.Client(transport=transport, **self._options())
+            return client
 
     def close(self) -> None:
-        if self._sync is not None:
-            self._sync.close()
-            self._sync = None
+        with self._sync_lock:
+            clients, self._sync = list(self._sync.values()), {}
+        for client in clients:
+            client.close()
 
     async def aclose(self) -> None:
         self.close()
-        if self._async is not None:
-            await self._async.aclose()
-            self._async = None
+        clients, self._async = list(self._async.values()), {}
+        for client in clients:
+            await client.aclose()
 
 
 def now() -> float:

@@ -24,7 +24,8 @@ from policyauth.diagnostics import Diagnostic, Severity, Span
 from policyauth.language import ast
 from policyauth.language.claimpath import ClaimPath, ClaimPathError, compile_claim_path
 from policyauth.language.durations import parse_duration
-from policyauth.language.model import CheckedPolicy, ProviderSpec, Settings, TokensSpec
+from policyauth.language.model import CheckedPolicy, Outbound, ProviderSpec, Settings, TokensSpec
+from policyauth.language.outbound import OUTBOUND_KEYS, resolve_outbound
 from policyauth.language.presets import (
     PRESETS,
     Audience,
@@ -48,6 +49,8 @@ _PROVIDER_KEYS = ("preset", "userinfo", "headers", "token_prefix")
 _RESERVED_HEADERS = {"authorization", "host", "content-length", "transfer-encoding", "cookie"}
 _RESERVED_CLAIMS = ("provider", "method", "path", "param")
 _TOKENS_DECLARES = (("username", STRING), ("groups", LIST))
+
+_OUTBOUND_PROVIDER_KEYS = (*OUTBOUND_KEYS, "insecure_http")  # outbound.py
 
 
 class _Invalid(Exception):
@@ -88,6 +91,7 @@ class _Checker:
         self.base_dir = base_dir
         self.diagnostics: list[Diagnostic] = []
         self.overlaps = OverlapCollector()
+        self.outbound = Outbound()  # the settings' outbound values, every provider's defaults
 
     @property
     def failed(self) -> bool:
@@ -217,7 +221,7 @@ class _Checker:
             raise _Invalid
         return self._wrong_type(value, key, "a whole number above zero")  # type: ignore[no-any-return]
 
-    def _url(self, value: ast.Value, key: str) -> str:
+    def _url(self, value: ast.Value, key: str, *, insecure: bool = False) -> str:
         url = self._string(value, key)
         try:
             parts = urlsplit(url)
@@ -234,6 +238,16 @@ class _Checker:
             )
             raise _Invalid
         if parts.scheme == "http":
+            if not is_loopback(host) and insecure:
+                self.report(
+                    value.span,
+                    "PA206",
+                    f"`{key}` uses plain http to `{host}` (`insecure_http = true`)",
+                    "tokens cross the network in clear text: keep this to a private network, "
+                    "and prefer https",
+                    Severity.WARNING,
+                )
+                return url
             if not is_loopback(host):
                 self.report(
                     value.span,
@@ -315,6 +329,7 @@ class _Checker:
             "timeout": lambda v, k: self._duration(v, k, zero=False),
             "max_path": self._count,
             "store_grace": lambda v, k: self._duration(v, k, zero=True),
+            **dict.fromkeys(OUTBOUND_KEYS, self._string),
         }
         values: dict[str, Any] = {}
         for key, setting in entries.items():
@@ -326,6 +341,7 @@ class _Checker:
             with contextlib.suppress(_Invalid):
                 values[key] = keys[key](setting.value, key)
         defaults = Settings()
+        self.outbound = self._outbound(entries, values, Outbound())
         realm = values.get("realm", defaults.realm)
         if '"' in realm or "\\" in realm or not realm.isprintable():
             self.report(
@@ -341,6 +357,7 @@ class _Checker:
             timeout_ms=values.get("timeout", defaults.timeout_ms),
             max_path=values.get("max_path", defaults.max_path),
             store_grace_ms=values.get("store_grace", defaults.store_grace_ms),
+            outbound=self.outbound,
         )
 
     def _tokens(self, decl: ast.TokensDecl) -> TokensSpec | None:
@@ -372,7 +389,7 @@ class _Checker:
         errors_before = len(self.diagnostics)
         preset = self._preset(entries)
         parameters = preset.parameters if preset else ()
-        known = _PROVIDER_KEYS + parameters
+        known = _PROVIDER_KEYS + _OUTBOUND_PROVIDER_KEYS + parameters
         for key, setting in entries.items():
             if key not in known:
                 self._unknown_provider_key(setting, block, known, preset)
@@ -409,7 +426,9 @@ class _Checker:
                     f"required parameters: {', '.join(preset.required)}",
                 )
 
-        userinfo, issuer = self._endpoint(decl, entries, preset, values)
+        insecure = self._insecure_http(entries)
+        userinfo, issuer = self._endpoint(decl, entries, preset, values, insecure=insecure)
+        outbound = self._provider_outbound(entries, insecure, (userinfo, issuer, *values.values()))
         headers = self._headers(entries, preset)
         # `username` written with a value that is not a path, or an unknown preset (whose
         # claims cannot be known), is already an error; PA116 would only repeat it.
@@ -449,6 +468,7 @@ class _Checker:
             client_secret=values.get("client_secret"),
             audience=audience,
             audience_url=audience_url,
+            outbound=outbound,
         )
 
     def _audience(
@@ -527,16 +547,19 @@ class _Checker:
         entries: Mapping[str, ast.Setting],
         preset: Preset | None,
         values: dict[str, str],
+        *,
+        insecure: bool = False,
     ) -> tuple[str | None, str | None]:
         for key in ("base_url", "issuer"):
             if key in values:
                 try:
-                    values[key] = self._url(entries[key].value, key)
+                    values[key] = self._url(entries[key].value, key, insecure=insecure)
                 except _Invalid:
                     values.pop(key)
         if "userinfo" in entries:
             try:
-                return self._url(entries["userinfo"].value, "userinfo"), values.get("issuer")
+                userinfo = self._url(entries["userinfo"].value, "userinfo", insecure=insecure)
+                return userinfo, values.get("issuer")
             except _Invalid:
                 return None, None
         if preset is None:
@@ -551,6 +574,48 @@ class _Checker:
         if preset.discovery:
             return None, values.get("issuer")
         return userinfo_url(preset, values), None
+
+    def _outbound(
+        self, entries: Mapping[str, ast.Setting], values: Mapping[str, Any], defaults: Outbound
+    ) -> Outbound:
+        """The outbound keys of `settings` (outbound.py checks the files and the proxy)."""
+        written = {k: (values[k], entries[k].value.span) for k in OUTBOUND_KEYS if k in values}
+        return resolve_outbound(
+            written, defaults=defaults, base_dir=self.base_dir, report=self.report
+        )
+
+    def _provider_outbound(
+        self, entries: Mapping[str, ast.Setting], insecure: bool, urls: Iterable[str | None]
+    ) -> Outbound:
+        """A provider's outbound keys over the settings' ones; PA207 when its `insecure_http`
+        lets no URL of the block use plain http (it would only let discovery downgrade)."""
+        values: dict[str, str] = {}
+        for key in OUTBOUND_KEYS:
+            if key in entries:
+                with contextlib.suppress(_Invalid):
+                    values[key] = self._string(entries[key].value, key)
+        outbound = self._outbound(entries, values, self.outbound)
+        plain = [u for u in urls if u and urlsplit(u).scheme == "http"]
+        if insecure and not any(not is_loopback(urlsplit(u).hostname or "") for u in plain):
+            self.report(
+                entries["insecure_http"].value.span,
+                "PA207",
+                "`insecure_http = true` is not needed: no URL of this provider uses plain http "
+                "to another host",
+                "remove it; it would also let a discovery document hand out plain-http endpoints",
+                Severity.WARNING,
+            )
+        return attrs.evolve(outbound, insecure_http=insecure)
+
+    def _insecure_http(self, entries: Mapping[str, ast.Setting]) -> bool:
+        if "insecure_http" not in entries:
+            return False
+        value = entries["insecure_http"].value
+        if isinstance(value, ast.BoolValue):
+            return value.value
+        with contextlib.suppress(_Invalid):
+            self._wrong_type(value, "insecure_http", "`true` or `false`")
+        return False
 
     def _headers(
         self, entries: Mapping[str, ast.Setting], preset: Preset | None

@@ -23,6 +23,24 @@ DEFAULT_STORE_GRACE_MS = 60_000
 
 
 @attrs.frozen
+class Outbound:
+    """How calls to a provider reach it (the `settings` values, overridden per provider).
+
+    `ca_file` replaces the default trust store (certifi's) for the provider's certificates;
+    `client_cert` and `client_key` (PEM files; the key may be inside the certificate file) are
+    the client certificate for mutual TLS; `proxy` is an HTTP(S) proxy URL, used with CONNECT
+    for https providers, so TLS stays end to end; `insecure_http` allows plain http to a host
+    that is not loopback. Paths are absolute (resolved against the policy file's folder).
+    """
+
+    ca_file: str | None = None
+    client_cert: str | None = None
+    client_key: str | None = None
+    proxy: str | None = attrs.field(default=None, repr=False)  # it may hold a password
+    insecure_http: bool = False
+
+
+@attrs.frozen
 class Settings:
     realm: str = "policyauth"
     cache_ttl_ms: int = DEFAULT_CACHE_TTL_MS
@@ -30,6 +48,7 @@ class Settings:
     timeout_ms: int = DEFAULT_TIMEOUT_MS
     max_path: int = DEFAULT_MAX_PATH
     store_grace_ms: int = DEFAULT_STORE_GRACE_MS
+    outbound: Outbound = Outbound()  # every provider's, unless it sets its own
 
 
 @attrs.frozen
@@ -54,6 +73,7 @@ class ProviderSpec:
     client_secret: str | None = attrs.field(repr=False)
     audience: Audience
     audience_url: str | None  # None with Audience.INTROSPECTION on `oidc`: from discovery
+    outbound: Outbound = Outbound()
 
 
 @attrs.frozen

@@ -226,10 +226,11 @@ def test_without_identity_a_credential_cannot_be_validated(run):
         "--header", "Authorization: Bearer some-token",
     )  # fmt: skip
     assert result.code == 1
-    assert result.lines[-1] == (
+    assert result.lines[-2:] == [
         "decision:  503 provider_unavailable: explain does not call `keycloak`; give the "
-        "caller's identity with --identity FILE --provider keycloak"
-    )
+        "caller's identity with --identity FILE --provider keycloak",
+        "  header:  Retry-After: 5",  # every 503 says when to come back
+    ]
 
 
 def test_a_malformed_request_shows_the_400_reason(run):

@@ -140,7 +140,7 @@ def test_unreachable_provider_exits_1(tmp_path: Path, capsys: pytest.CaptureFixt
     )
     assert main(["userinfo", str(path), "--provider", "corp", "--token", GOOD]) == 1
     out = capsys.readouterr().out
-    assert "result:   unavailable: the provider could not be reached (ConnectError)" in out
+    assert "result:   unavailable: connection refused by 127.0.0.1:9" in out
 
 
 def test_explain_with_a_real_token(policy: str, capsys: pytest.CaptureFixture[str]) -> None:

@@ -893,7 +893,7 @@ class Engines:
         for engine, _ in self.made:
             remote = getattr(engine, "_remote", None)
             cache = getattr(remote, "_cache", None)
-            entries = getattr(cache, "_entries", {})
+            entries = {**getattr(cache, "_entries", {}), **getattr(cache, "_negative", {})}
             WATCH.observe("identity source", remote, cache)
             WATCH.observe("cache keys", list(entries), [k.hex() for k in entries])
             WATCH.observe("cache entries", list(entries.values()))

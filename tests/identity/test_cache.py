@@ -14,7 +14,7 @@ import pytest
 from provider_server import WATCH, new_token, policy_for
 
 from policyauth.identity import Identity, Invalid, Unavailable
-from policyauth.identity.cache import IdentityCache
+from policyauth.identity.cache import DEFAULT_MAX_NEGATIVE, IdentityCache
 from policyauth.identity.userinfo import Response, judge
 
 
@@ -32,9 +32,16 @@ def clock() -> Clock:
 
 
 def cache_with(
-    clock: Clock, *, ttl: float = 300, negative_ttl: float = 30, size: int = 100
+    clock: Clock,
+    *,
+    ttl: float = 300,
+    negative_ttl: float = 30,
+    size: int = 100,
+    negative: int = 100,
 ) -> IdentityCache:
-    return IdentityCache(ttl=ttl, negative_ttl=negative_ttl, max_entries=size, clock=clock)
+    return IdentityCache(
+        ttl=ttl, negative_ttl=negative_ttl, max_entries=size, max_negative=negative, clock=clock
+    )
 
 
 ADA = Identity({"username": "ada", "groups": ["admin"]})
@@ -202,7 +209,7 @@ def test_any_string_makes_a_key(clock: Clock, token: str) -> None:
 
 
 def test_concurrent_use_keeps_the_bound(clock: Clock) -> None:
-    cache = cache_with(clock, size=50)
+    cache = cache_with(clock, size=50, negative=10)
     errors: list[BaseException] = []
 
     def work(n: int) -> None:
@@ -220,4 +227,31 @@ def test_concurrent_use_keeps_the_bound(clock: Clock) -> None:
     for thread in threads:
         thread.join()
     assert errors == []
-    assert len(cache) <= 50
+    assert len(cache) <= 50 + 10
+
+
+def test_junk_tokens_never_push_out_an_identity(clock: Clock) -> None:
+    """Issue 9 item 9: refusals live under their own, smaller bound, so 10,000 distinct junk
+    tokens evict only each other."""
+    cache = IdentityCache(ttl=300, negative_ttl=30, clock=clock)  # the default bounds
+    valid = cache.key("corp", new_token())
+    cache.put(valid, ADA)
+    junk = [cache.key("corp", f"junk-{i}") for i in range(10_000)]
+    for key in junk:
+        cache.put(key, Invalid("the provider answered 401"))
+    assert cache.get(valid) is ADA
+    assert len(cache) == 1 + DEFAULT_MAX_NEGATIVE < 10_000
+    assert cache.get(junk[-1]) == Invalid("the provider answered 401")  # the newest are kept
+    assert cache.get(junk[0]) is None
+
+
+def test_a_token_found_valid_later_leaves_the_refusals(clock: Clock) -> None:
+    cache = cache_with(clock, size=2, negative=2)
+    key = cache.key("corp", new_token())
+    cache.put(key, Invalid("the provider answered 401"))
+    cache.put(key, ADA)
+    assert cache.get(key) is ADA
+    assert len(cache) == 1
+    cache.put(key, Invalid("revoked"))
+    assert cache.get(key) == Invalid("revoked")
+    assert len(cache) == 1

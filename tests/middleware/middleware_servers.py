@@ -98,6 +98,9 @@ class Reply:
         return grouped
 
 
+RETRY_AFTER = {"retry-after": ["5"]}  # every 503 says when to come back
+
+
 def expected_headers(pairs: Sequence[Sequence[str]]) -> dict[str, list[str]]:
     grouped: dict[str, list[str]] = {}
     for name, value in pairs:
@@ -357,7 +360,15 @@ DENIALS: list[tuple[str, str, str, list[tuple[str, str]], int, str, dict[str, li
     ("no route", "GET", "/nothing", bearer("t-ann"), 403, "no_route", {}),
     ("no rule allows", "GET", "/admin/x", bearer("t-bob"), 403, "not_allowed", {}),
     ("a deny rule", "POST", "/admin/x", bearer("t-sam"), 403, "denied", {}),
-    ("provider down", "GET", "/admin/x", bearer("t-down"), 503, "provider_unavailable", {}),
+    (
+        "provider down",
+        "GET",
+        "/admin/x",
+        bearer("t-down"),
+        503,
+        "provider_unavailable",
+        RETRY_AFTER,
+    ),
     (
         "identity source raises",
         "GET",
@@ -365,7 +376,7 @@ DENIALS: list[tuple[str, str, str, list[tuple[str, str]], int, str, dict[str, li
         bearer(RAISING_TOKEN),
         503,
         "provider_unavailable",
-        {},
+        RETRY_AFTER,
     ),
 ]
 

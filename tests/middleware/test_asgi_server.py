@@ -18,6 +18,7 @@ from middleware_servers import (
     DENIALS,
     HOSTILE_TARGETS,
     RAISING_TOKEN,
+    RETRY_AFTER,
     Server,
     assert_denial,
     bearer,
@@ -95,7 +96,7 @@ def test_duplicate_authorization_headers_reach_asgi_as_a_list(uvicorn_server: Se
 def test_identity_source_that_raises_is_503_and_logged(uvicorn_server: Server) -> None:
     with no_handler_runs(uvicorn_server):
         reply = uvicorn_server.request("GET", "/admin/x", bearer(RAISING_TOKEN))
-    assert_denial(reply, 503, "provider_unavailable", {})
+    assert_denial(reply, 503, "provider_unavailable", RETRY_AFTER)
     assert "the identity source failed" in uvicorn_server.output()
     assert RAISING_TOKEN not in uvicorn_server.output()
 
@@ -207,7 +208,7 @@ def test_websocket_handshake_allowed_with_the_principal(uvicorn_server: Server) 
     [
         ("/ws/room", [], 401, "no_credentials", {"www-authenticate": [BEARER]}),
         ("/ws/room", bearer("t-bob"), 403, "not_allowed", {}),
-        ("/ws/room", bearer(RAISING_TOKEN), 503, "provider_unavailable", {}),
+        ("/ws/room", bearer(RAISING_TOKEN), 503, "provider_unavailable", RETRY_AFTER),
         ("/ws/%2e%2e/admin/x", ANN, 400, "malformed_request", {}),
         ("/elsewhere", ANN, 403, "no_route", {}),
     ],

@@ -16,6 +16,7 @@ from middleware_servers import (
     HOST,
     HOSTILE_TARGETS,
     RAISING_TOKEN,
+    RETRY_AFTER,
     Server,
     assert_denial,
     bearer,
@@ -112,7 +113,7 @@ def test_waitress_joins_duplicate_authorization_headers_with_a_comma(
 def test_identity_source_that_raises_is_503_and_logged(waitress_server: Server) -> None:
     with no_handler_runs(waitress_server):
         reply = waitress_server.request("GET", "/admin/x", bearer(RAISING_TOKEN))
-    assert_denial(reply, 503, "provider_unavailable", {})
+    assert_denial(reply, 503, "provider_unavailable", RETRY_AFTER)
     assert "the identity source failed" in waitress_server.output()
     assert RAISING_TOKEN not in waitress_server.output()
 
