@@ -11,7 +11,7 @@ import re
 from collections.abc import Callable, Iterator
 
 from policyauth.diagnostics import Diagnostic, Severity, Span
-from policyauth.language import ast
+from policyauth.language import ast, validation_checks
 from policyauth.language.model import CheckedPolicy
 from policyauth.language.presets import PRESETS, Audience
 
@@ -34,7 +34,7 @@ def audience_unchecked(policy: ast.Policy, model: CheckedPolicy | None) -> Itera
         return
     for spec in model.providers.values():
         preset = PRESETS.get(spec.preset) if spec.preset else None
-        if preset is None or spec.audience is not Audience.NONE:
+        if preset is None or spec.audience is not Audience.NONE or spec.validate != "userinfo":
             continue
         if preset.audience is not Audience.NONE:
             yield (
@@ -97,7 +97,13 @@ def redundant_anchors(policy: ast.Policy, model: CheckedPolicy | None) -> Iterat
             )
 
 
-RULES: tuple[Rule, ...] = (audience_unchecked, unanchored_suffix, redundant_anchors)
+RULES: tuple[Rule, ...] = (
+    audience_unchecked,
+    unanchored_suffix,
+    redundant_anchors,
+    validation_checks.introspection_without_audience,  # PA208
+    validation_checks.id_tokens_accepted,  # PA209
+)
 
 
 def lint(policy: ast.Policy, model: CheckedPolicy | None, *, source: str) -> list[Diagnostic]:
