@@ -17,13 +17,13 @@ from policyauth.compiler import Facts, Policy, RoutePlan
 from policyauth.compiler.expressions import RuleError
 from policyauth.decision import Decision, Outcome, Principal, Reason
 from policyauth.diagnostics import Span
+from policyauth.identity.jwt import unverified_issuer
 from policyauth.identity.source import (
     Credential,
     Identity,
     IdentityResult,
     Invalid,
 )
-from policyauth.identity.jwt import unverified_issuer
 from policyauth.identity.tokens import TOKEN_PREFIX
 from policyauth.request import (
     BasicCredential,

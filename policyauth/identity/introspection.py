@@ -89,6 +89,14 @@ def _known_endpoint(provider: ProviderPlan, found: Endpoints) -> str | None:
 def introspect_sync(
     client: UserinfoClient, found: Endpoints, provider: ProviderPlan, token: str, now: float
 ) -> IdentityResult:
+    return call_sync(client, found, provider, token, now)[2]
+
+
+def call_sync(
+    client: UserinfoClient, found: Endpoints, provider: ProviderPlan, token: str, now: float
+) -> tuple[str | None, Response | None, IdentityResult]:
+    """The introspection call laid open (for `policyauth inspect`): the endpoint, the raw
+    response, and the verdict."""
     url: str | Unavailable | None = _known_endpoint(provider, found)
     if url is None:
         assert provider.spec.issuer is not None  # the checker requires one of the two
@@ -96,11 +104,11 @@ def introspect_sync(
             provider, found, client.send_sync(discovery_request(provider.spec.issuer))
         )
     if isinstance(url, Unavailable):
-        return url
+        return None, None, url
     response = client.send_sync(introspection_request(provider, url, token))
     if isinstance(response, Unavailable):
-        return response
-    return judge_introspection(provider, response, now)
+        return url, None, response
+    return url, response, judge_introspection(provider, response, now)
 
 
 async def introspect(

@@ -79,6 +79,7 @@ class Verified:
 
     header: dict[str, Any] = attrs.field(repr=False)
     payload: dict[str, Any] = attrs.field(repr=False)
+    identity: Identity = attrs.field(repr=False)
 
 
 def _segment(part: str) -> dict[str, Any] | None:
@@ -213,8 +214,8 @@ class JwtVerifier:
         result = self.verify_sync(provider, token)
         if not isinstance(result, Identity):
             return result
-        header, payload = token.split(".")[0], token.split(".")[1]
-        return Verified(_segment(header) or {}, _segment(payload) or {})
+        header, payload = token.split(".")[:2]
+        return Verified(_segment(header) or {}, _segment(payload) or {}, result)
 
     def _after_fetch(
         self, provider: ProviderPlan, token: str, header: Header, failure: Unavailable | None

@@ -136,11 +136,15 @@ class KeySets:
             if not isinstance(again, Due):
                 return None  # another thread fetched meanwhile
             self._starting(state, again)
-            discovered = self._jwks_uri_sync(spec, state)
-            if isinstance(discovered, Unavailable):
-                return self._failed(spec, state, discovered)
-            response = self._client.send_sync(_jwks_request(discovered))
-            return self._store(spec, state, response)
+            try:
+                discovered = self._jwks_uri_sync(spec, state)
+                if isinstance(discovered, Unavailable):
+                    return self._failed(spec, state, discovered)
+                response = self._client.send_sync(_jwks_request(discovered))
+                return self._store(spec, state, response)
+            except Exception:
+                log.exception("fetching the keys of provider %s failed", spec.name)
+                return self._failed(spec, state, Unavailable("internal error fetching keys"))
 
     async def fetch(self, spec: ProviderSpec, due: Due, kid: str | None) -> Unavailable | None:
         flight = self._flights.get(spec.name)

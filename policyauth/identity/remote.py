@@ -22,8 +22,8 @@ import attrs
 
 from policyauth.compiler import Policy, ProviderPlan
 from policyauth.identity.cache import IdentityCache
-from policyauth.identity.introspection import introspect, introspect_sync
-from policyauth.identity.jwt import JwtVerifier
+from policyauth.identity.introspection import call_sync, introspect, introspect_sync
+from policyauth.identity.jwt import JwtVerifier, Verified
 from policyauth.identity.source import (
     Credential,
     Identity,
@@ -59,6 +59,7 @@ class Inspection:
     status: int | None
     document: dict[str, Any] | None = attrs.field(repr=False)
     result: IdentityResult
+    header: dict[str, Any] | None = attrs.field(default=None, repr=False)  # a verified JWT's
 
 
 class _Flight:
@@ -265,7 +266,18 @@ class RemoteIdentitySource:
     def inspect_sync(self, authenticator: str, token: str) -> Inspection:
         """Ask a provider about `token` exactly as `identify_sync` would, without the cache,
         and keep the raw response: what `policyauth userinfo` shows a person."""
-        url, response, result = self._call_sync(self._policy.providers[authenticator], token)
+        provider = self._policy.providers[authenticator]
+        if provider.spec.validate == "jwt":
+            verified = self._jwt.inspect(provider, token)
+            if isinstance(verified, Verified):
+                return Inspection(None, None, verified.payload, verified.identity, verified.header)
+            return Inspection(None, None, None, verified)
+        if provider.spec.validate == "introspection":
+            url, response, result = call_sync(
+                self._client, self._introspection, provider, token, now()
+            )
+        else:
+            url, response, result = self._call_sync(provider, token)
         if response is None:
             return Inspection(url, None, None, result)
         document = parse_document(response) if response.status == 200 else None
