@@ -1,22 +1,24 @@
 """Local verification of JWT access tokens (`validate = "jwt"`): the one module importing PyJWT.
 
-Why PyJWT (with `cryptography`): it is the most used JWT library for Python, verifies every
-asymmetric algorithm we allow, takes the key from the caller (never from the token: `jku`,
-`x5u`, `jwk` and `x5c` are not looked at), and its `decode` is the yardstick the benchmark
-compares with. What it leaves to the caller is done here, before it runs:
+Why PyJWT (with `cryptography`): it is the most used JWT library for Python, its algorithm
+objects verify every asymmetric algorithm we allow with `cryptography`, its PyJWK turns a
+published key into a key object, and its `decode` is the yardstick the benchmark compares
+with. Keys are taken only from the issuer's JWKS (keys.py): `jku`, `x5u`, `jwk` and `x5c` in a
+token are never looked at. Around the signature check, this module does:
 
-- a size cap (8 KiB) before any parsing, and the compact form (three parts) only;
+- a size cap (8 KiB) and the strict compact form (three base64url parts) before any parsing;
 - `alg` in the provider's `algorithms`, which never include `none` or an HMAC algorithm, and
   consistent with the key (an RSA key verifies RS*/PS* only, a P-256 key ES256 only, ...);
 - a `crit` header is refused (RFC 7515 4.1.11: we understand no extension);
 - the unverified `iss` must be one of the provider's issuers before any key is looked up, so a
   foreign token never makes the engine fetch anything;
 - the required `typ` (RFC 9068 `at+jwt`) and the preset's `required_claims` (Cognito's
-  `token_use`), and an audience claim other than `aud` (Cognito's `client_id`).
+  `token_use`), and an audience claim other than `aud` (Cognito's `client_id`);
+- after the signature, the registered claims as `jwt.decode` checks them (RFC 7519 4.1): `iss`
+  exactly, `aud`, `exp` required and not past, `nbf` and `iat` not in the future, each with the
+  policy's `clock_skew`, on the payload parsed once, strictly (no duplicate keys).
 
-PyJWT then checks the signature, `iss` exactly, `aud`, `exp` (required), `nbf` and `iat`, with
-the policy's `clock_skew`. Messages are fixed strings: no part of a token reaches a log, an
-exception or a repr.
+Messages are fixed strings: no part of a token reaches a log, an exception or a repr.
 """
 
 from __future__ import annotations
@@ -24,22 +26,14 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import attrs
 import jwt as pyjwt
-from jwt.exceptions import (
-    ExpiredSignatureError,
-    ImmatureSignatureError,
-    InvalidAudienceError,
-    InvalidIssuerError,
-    InvalidSignatureError,
-    MissingRequiredClaimError,
-    PyJWKError,
-    PyJWTError,
-)
+from jwt.exceptions import PyJWKError, PyJWTError
 
 from policyauth.compiler import ProviderPlan
 from policyauth.identity.keys import Due, Key, KeySets
@@ -63,6 +57,10 @@ _FAMILY: dict[str, tuple[str, tuple[str, ...] | None]] = {
     "EdDSA": ("OKP", ("Ed25519", "Ed448")),
 }
 
+_ALGORITHMS = {name: pyjwt.get_algorithm_by_name(name) for name in _FAMILY}
+# The compact form, strictly (RFC 7515 7.1): base64url without padding, three non-empty parts.
+_COMPACT = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
+
 
 @attrs.frozen
 class Header:
@@ -82,14 +80,28 @@ class Verified:
     identity: Identity = attrs.field(repr=False)
 
 
+def _bytes(part: str) -> bytes | None:
+    try:
+        return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
+    except (ValueError, binascii.Error):
+        return None
+
+
 def _segment(part: str) -> dict[str, Any] | None:
     """One base64url JSON object of a compact JWS, strictly: no duplicate keys, no NaN."""
+    raw = _bytes(part)
+    if raw is None:
+        return None
     try:
-        raw = base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
         value = json.loads(raw, object_pairs_hook=_no_duplicates, parse_constant=_refuse)
-    except (ValueError, binascii.Error, RecursionError):
+    except (ValueError, RecursionError):
         return None
     return value if isinstance(value, dict) else None
+
+
+def _numeric(value: object) -> bool:
+    """A NumericDate (RFC 7519 2): a JSON number, not a boolean."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -119,10 +131,9 @@ def unverified_issuer(token: str) -> str | None:
 def parse_header(token: str) -> Header | Invalid:
     if len(token) > MAX_TOKEN:
         return Invalid("the token is larger than 8 KiB")
-    parts = token.split(".")
-    if len(parts) != 3 or not all(parts):
+    if _COMPACT.fullmatch(token) is None:
         return Invalid("the token is not a signed JWT in compact form")
-    header = _segment(parts[0])
+    header = _segment(token.partition(".")[0])
     if header is None:
         return Invalid("the token's header is not a JSON object")
     alg, kid, typ = header.get("alg"), header.get("kid"), header.get("typ")
@@ -175,39 +186,42 @@ class JwtVerifier:
 
     def verify_now(self, provider: ProviderPlan, token: str) -> IdentityResult | None:
         """The verdict when the keys are at hand; None when they must be fetched first."""
-        header = self._start(provider.spec, token)
-        if isinstance(header, Invalid):
-            return header
+        started = self._start(provider.spec, token)
+        if isinstance(started, Invalid):
+            return started
+        header, payload = started
         keys = self.keys.lookup(provider.spec, header.kid)
         if isinstance(keys, Due):
             return None
         if isinstance(keys, Invalid | Unavailable):
             return keys
-        return self._finish(provider, token, header, keys)
+        return self._finish(provider, token, header, payload, keys)
 
     def verify_sync(self, provider: ProviderPlan, token: str) -> IdentityResult:
         at_hand = self.verify_now(provider, token)
         if at_hand is not None:
             return at_hand
-        header = self._start(provider.spec, token)
-        assert isinstance(header, Header)  # verify_now answered otherwise
+        started = self._start(provider.spec, token)
+        assert not isinstance(started, Invalid)  # verify_now answered otherwise
+        header, payload = started
         due = self.keys.lookup(provider.spec, header.kid)
         failure = (
             self.keys.fetch_sync(provider.spec, due, header.kid) if isinstance(due, Due) else None
         )
-        return self._after_fetch(provider, token, header, failure)
+        return self._after_fetch(provider, token, header, payload, failure)
 
     async def verify(self, provider: ProviderPlan, token: str) -> IdentityResult:
         at_hand = self.verify_now(provider, token)
         if at_hand is not None:
             return at_hand
-        header = self._start(provider.spec, token)
-        assert isinstance(header, Header)
+        started = self._start(provider.spec, token)
+        assert not isinstance(started, Invalid)
+        header, payload = started
         due = self.keys.lookup(provider.spec, header.kid)
         failure = (
             await self.keys.fetch(provider.spec, due, header.kid) if isinstance(due, Due) else None
         )
-        return self._after_fetch(provider, token, header, failure)
+        return self._after_fetch(provider, token, header, payload, failure)
 
     def inspect(self, provider: ProviderPlan, token: str) -> Verified | IdentityResult:
         """The verified header and payload (keys fetched as needed), or why there are none."""
@@ -218,18 +232,23 @@ class JwtVerifier:
         return Verified(_segment(header) or {}, _segment(payload) or {}, result)
 
     def _after_fetch(
-        self, provider: ProviderPlan, token: str, header: Header, failure: Unavailable | None
+        self,
+        provider: ProviderPlan,
+        token: str,
+        header: Header,
+        payload: dict[str, Any],
+        failure: Unavailable | None,
     ) -> IdentityResult:
         keys = self.keys.lookup(provider.spec, header.kid, may_fetch=False)
         if isinstance(keys, list):
-            return self._finish(provider, token, header, keys)
+            return self._finish(provider, token, header, payload, keys)
         if isinstance(keys, Unavailable) and failure is not None:
             return failure
         if isinstance(keys, Due):  # not returned without may_fetch; kept for the type checker
             return Unavailable("no signing keys are known")
         return keys
 
-    def _start(self, spec: ProviderSpec, token: str) -> Header | Invalid:
+    def _start(self, spec: ProviderSpec, token: str) -> tuple[Header, dict[str, Any]] | Invalid:
         """Every check that needs no key, so that a bad token never causes a fetch."""
         header = parse_header(token)
         if isinstance(header, Invalid):
@@ -243,54 +262,79 @@ class JwtVerifier:
             return Invalid("the token's payload is not a JSON object")
         if payload.get("iss") not in spec.issuers:
             return Invalid("the token is from another issuer")
-        return header
+        return header, payload
 
     def _finish(
-        self, provider: ProviderPlan, token: str, header: Header, keys: list[Key]
+        self,
+        provider: ProviderPlan,
+        token: str,
+        header: Header,
+        payload: dict[str, Any],
+        keys: list[Key],
     ) -> IdentityResult:
         candidates = [key for key in keys if _fits(key, header.alg)]
         if not candidates:
             return Invalid("no key of the issuer fits the token's algorithm")
         for key in candidates:
-            payload = self._decode(provider.spec, token, header.alg, key)
-            if payload is not None:
-                return self._identity(provider, payload)
+            verified = self._decode(provider.spec, token, payload, header.alg, key)
+            if verified is not None:
+                return self._identity(provider, verified)
         return Invalid("the token's signature does not verify")
 
     def _decode(
-        self, spec: ProviderSpec, token: str, alg: str, key: Key
+        self, spec: ProviderSpec, token: str, payload: dict[str, Any], alg: str, key: Key
     ) -> dict[str, Any] | Invalid | None:
-        """The verified payload; None for a signature this key did not make."""
-        by_aud = spec.audience_claim == "aud"
-        try:
-            return pyjwt.decode(
-                token,
-                key.key,  # type: ignore[arg-type]
-                algorithms=[alg],
-                audience=list(spec.audiences) if by_aud else None,
-                issuer=list(spec.issuers),
-                leeway=self._skew,
-                options={
-                    "require": ["exp", "iss", "aud"] if by_aud else ["exp", "iss"],
-                    "verify_aud": by_aud,
-                    "verify_sub": False,
-                    "verify_jti": False,
-                },
-            )
-        except InvalidSignatureError:
-            return None
-        except ExpiredSignatureError:
-            return Invalid("the token has expired")
-        except ImmatureSignatureError:
-            return Invalid("the token is not valid yet (`nbf` or `iat` in the future)")
-        except InvalidAudienceError:
-            return Invalid("the token was issued for another audience")
-        except InvalidIssuerError:
-            return Invalid("the token is from another issuer")
-        except MissingRequiredClaimError as exc:
-            return Invalid(f"the token has no `{exc.claim}` claim")
-        except PyJWTError:
+        """The verified payload; None for a signature this key did not make.
+
+        The signature is checked by PyJWT's implementation of `alg` (with `cryptography`); the
+        registered claims are checked here, as `jwt.decode` checks them (RFC 7519 4.1), on the
+        payload already parsed strictly: PyJWT's `decode` would parse the token a second time.
+        """
+        signing_input, _, encoded = token.rpartition(".")
+        signature = _bytes(encoded)
+        if signature is None:
             return Invalid("the token is not a valid JWT")
+        try:
+            verified = _ALGORITHMS[alg].verify(signing_input.encode("ascii"), key.key, signature)
+        except (PyJWTError, ValueError, TypeError):
+            verified = False
+        if not verified:
+            return None
+        refused = self._refused_claims(spec, payload)
+        return payload if refused is None else refused
+
+    def _refused_claims(self, spec: ProviderSpec, payload: dict[str, Any]) -> Invalid | None:
+        """`iss` exact, `exp` required and not past, `nbf` and `iat` not in the future (all
+        with `clock_skew`), and `aud` containing one of the audiences."""
+        now, skew = self._clock(), self._skew
+        if payload.get("iss") not in spec.issuers:
+            return Invalid("the token is from another issuer")
+        exp = payload.get("exp")
+        if exp is None:
+            return Invalid("the token has no `exp` claim")
+        if not _numeric(exp):
+            return Invalid("the token is not a valid JWT")
+        if exp <= now - skew:
+            return Invalid("the token has expired")
+        for name in ("nbf", "iat"):
+            value = payload.get(name)
+            if value is None:
+                continue
+            if not _numeric(value):
+                return Invalid("the token is not a valid JWT")
+            if value > now + skew:
+                return Invalid("the token is not valid yet (`nbf` or `iat` in the future)")
+        if spec.audience_claim != "aud":
+            return None  # checked with the other claim in _identity
+        audience = payload.get("aud")
+        if audience is None:
+            return Invalid("the token has no `aud` claim")
+        listed = [audience] if isinstance(audience, str) else audience
+        if not isinstance(listed, list) or not any(
+            isinstance(a, str) and a in spec.audiences for a in listed
+        ):
+            return Invalid("the token was issued for another audience")
+        return None
 
     def _identity(
         self, provider: ProviderPlan, payload: dict[str, Any] | Invalid

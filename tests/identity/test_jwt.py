@@ -441,3 +441,33 @@ def test_duplicate_header_keys_are_refused(issuer):
     header = base64.urlsafe_b64encode(b'{"alg":"RS256","alg":"none","typ":"at+jwt"}').rstrip(b"=")
     token = register(header.decode() + "." + issuer.token().split(".", 1)[1])
     refused(authorize(engine_for(issuer), token, "sync"), "the token's header is not a JSON object")
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_junk_in_the_signature_part_is_refused(issuer, mode):
+    header, payload, signature = issuer.token().split(".")
+    # All within RFC 6750's b64token (the request layer takes them), none base64url.
+    for junk in (f"{signature}==", f"{signature[:10]}~{signature[10:]}", f"{signature}+/"):
+        token = register(f"{header}.{payload}.{junk}")
+        refused(
+            authorize(engine_for(issuer), token, mode),
+            "the token is not a signed JWT in compact form",
+        )
+
+
+@pytest.mark.parametrize(
+    "claims",
+    [{"exp": str(int(time.time()) + 600)}, {"exp": True}, {"nbf": "0"}, {"iat": [1]}],
+    ids=["exp-string", "exp-bool", "nbf-string", "iat-list"],
+)
+def test_dates_must_be_numbers(issuer, claims):
+    refused(
+        authorize(engine_for(issuer), issuer.token(**claims), "sync"),
+        "the token is not a valid JWT",
+    )
+
+
+def test_a_signature_of_another_algorithm_family_is_refused(issuer):
+    header, payload, _ = issuer.token().split(".")
+    token = register(f"{header}.{payload}.{b64(bytes(64))}")  # 64 bytes: an ES256-sized signature
+    refused(authorize(engine_for(issuer), token, "sync"), "the token's signature does not verify")
