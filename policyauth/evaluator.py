@@ -128,6 +128,11 @@ def choose_authenticator(policy: Policy, route: RoutePlan, credential: Credentia
     if isinstance(credential, BasicCredential) or credential.token.startswith(TOKEN_PREFIX):
         return route.tokens[0] if route.tokens else None
     providers = route.providers
+    if len(providers) == 1:  # the common case, decided without a loop
+        spec = policy.providers[providers[0]].spec
+        if spec.validate == "jwt" or credential.token.startswith(spec.token_prefix):
+            return providers[0]
+        return None if spec.token_prefix else providers[0]
     opaque = providers
     if any(policy.providers[name].spec.validate == "jwt" for name in providers):
         chosen = _by_issuer(policy, providers, credential.token)
