@@ -39,7 +39,6 @@ from policyauth.compiler import ProviderPlan
 from policyauth.identity.keys import Due, Key, KeySets
 from policyauth.identity.source import Identity, IdentityResult, Invalid, Unavailable
 from policyauth.identity.userinfo import UserinfoClient
-from policyauth.language.claimpath import MISSING
 from policyauth.language.model import ProviderSpec
 
 MAX_TOKEN = 8 * 1024  # characters; above the request layer's own cap, kept for direct callers
@@ -353,11 +352,6 @@ class JwtVerifier:
         if not provider.accepts(payload):
             return Invalid("the token does not meet the provider's `success` condition")
         claims = provider.claims_from(payload)
-        for name, path in spec.fallbacks:
-            if name not in claims:
-                value = path.select(payload)
-                if value is not MISSING:
-                    claims[name] = value
         exp = payload["exp"]
         lifetime = float(exp) - self._clock() if isinstance(exp, int | float) else 0.0
         return Identity(claims, lifetime=lifetime)
