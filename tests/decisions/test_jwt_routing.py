@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 
+import httpx
 import pytest
 
 import policyauth
@@ -61,7 +62,7 @@ def fake_jwt(**payload: object) -> str:
     def part(value: object) -> str:
         return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode()
 
-    return f"{part({'alg': 'RS256', 'kid': 'k'})}.{part(payload)}.c2lnbmF0dXJl"
+    return f"{part({'alg': 'RS256', 'kid': 'k', 'typ': 'at+jwt'})}.{part(payload)}.c2lnbmF0dXJl"
 
 
 @pytest.fixture(scope="module")
@@ -113,8 +114,6 @@ def test_a_jwt_provider_alone_takes_every_token(policy):
 def test_a_foreign_token_on_a_lone_jwt_route_is_refused_without_any_request():
     requests: list[str] = []
 
-    import httpx
-
     def handler(request: httpx.Request) -> httpx.Response:
         requests.append(str(request.url))
         return httpx.Response(500)
@@ -145,3 +144,34 @@ def test_two_jwt_providers_sharing_an_issuer_on_a_route_is_a_load_error():
 
 def test_jwt_providers_need_no_token_prefix_to_share_a_route(policy):
     assert [d.code for d in policy.warnings] == []
+
+
+def test_each_token_reaches_only_its_own_provider():
+    """A JWT of `corp` is verified locally (only corp's JWKS is fetched); an opaque token goes
+    to `staff`'s userinfo; neither is ever sent to the other."""
+    seen: list[tuple[str, str]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append((str(request.url), request.headers.get("authorization", "")))
+        if request.url.path == "/userinfo":
+            return httpx.Response(200, json={"sub": "svc"})
+        return httpx.Response(200, json={"keys": []})
+
+    engine = policyauth.Engine(
+        policyauth.loads(POLICY, "routing.policy"), httpx.MockTransport(handler)
+    )
+    jwt = fake_jwt(iss="https://sso.example.com/realms/corp", aud="reports-api")
+    decision = engine.authorize_sync(
+        "GET", "/opaque-fallback", [("Authorization", f"Bearer {jwt}")]
+    )
+    assert (decision.status, decision.message) == (503, "the key set has no usable signing key")
+    assert seen == [("https://sso.example.com/realms/corp/certs", "")]
+    seen.clear()
+    decision = engine.authorize_sync(
+        "GET", "/opaque-fallback", [("Authorization", "Bearer opaque-1")]
+    )
+    assert (decision.status, decision.principal.username if decision.principal else None) == (
+        200,
+        "svc",
+    )
+    assert seen == [("https://sso.example.com/userinfo", "Bearer opaque-1")]

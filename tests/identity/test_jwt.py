@@ -471,3 +471,39 @@ def test_a_signature_of_another_algorithm_family_is_refused(issuer):
     header, payload, _ = issuer.token().split(".")
     token = register(f"{header}.{payload}.{b64(bytes(64))}")  # 64 bytes: an ES256-sized signature
     refused(authorize(engine_for(issuer), token, "sync"), "the token's signature does not verify")
+
+
+def test_a_concurrent_flood_of_unknown_kids_costs_one_extra_fetch_async(issuer):
+    engine = engine_for(issuer, use_async=True)
+    mallory = issuer.add("mallory", publish=False)
+    tokens = [
+        sign(mallory, "RS256", issuer.claims(), {"kid": f"made-up-{i}", "typ": "at+jwt"})
+        for i in range(300)
+    ]
+
+    async def run() -> list[Decision]:
+        first = await engine.authorize("GET", "/reports", bearer(issuer.token()))
+        assert first.status == 200
+        issuer.delay = 0.1  # every request overlaps the refetch
+        return await asyncio.gather(
+            *(engine.authorize("GET", "/reports", bearer(t)) for t in tokens)
+        )
+
+    decisions = asyncio.run(run())
+    assert {(d.status, d.message) for d in decisions} == {
+        (401, "the token names a key the issuer does not publish")
+    }
+    assert issuer.jwks_requests == 2
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_discovery_down_and_no_keys_is_503(mode):
+    issuer = Issuer()
+    issuer.add("k1")
+    policy = POLICY.replace(f'  jwks     = "{JWKS}"\n', "")
+    engine = policyauth.Engine(
+        policyauth.loads(policy, "jwt.policy"), httpx.MockTransport(lambda r: httpx.Response(502))
+    )
+    decision = authorize(engine, issuer.token(), mode)
+    assert (decision.status, decision.reason) == (503, Reason.PROVIDER_UNAVAILABLE)
+    assert decision.message == "discovery answered 502"
