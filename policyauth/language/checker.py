@@ -415,7 +415,6 @@ class _Checker:
         # `username` written with a value that is not a path, or an unknown preset (whose
         # claims cannot be known), is already an error; PA116 would only repeat it.
         username_reported = "username" in entries or ("preset" in entries and preset is None)
-
         claims = self._claims(decl, claim_decls, preset, username_reported)
         success = self._success(success_decl, preset)
         token_prefix: tuple[str, ...] = preset.token_prefix if preset else ()
