@@ -17,6 +17,7 @@ from policyauth.compiler import Facts, Policy, RoutePlan
 from policyauth.compiler.expressions import RuleError
 from policyauth.decision import Decision, Outcome, Principal, Reason
 from policyauth.diagnostics import Span
+from policyauth.identity.jwt import unverified_issuer
 from policyauth.identity.source import (
     DEFAULT_RETRY_AFTER,
     Credential,
@@ -122,18 +123,47 @@ def choose_authenticator(policy: Policy, route: RoutePlan, credential: Credentia
     """The one authenticator a credential is shown to (a token never goes to two providers).
 
     Basic credentials and `pa_` tokens belong to the route's tokens blocks (the first one; a
-    store answers only for tokens it issued). Other bearer tokens go to the provider whose
+    store answers only for tokens it issued). A JWT goes to the `jwt` provider whose `issuer`
+    is its `iss` (production.md section 1); other bearer tokens go to the provider whose
     `token_prefix` matches, or to the route's only provider when it declares no prefix: a
     provider that declares prefixes is never shown a token outside them (security case A20),
     even when it is alone on the route.
     """
     if isinstance(credential, BasicCredential) or credential.token.startswith(TOKEN_PREFIX):
         return route.tokens[0] if route.tokens else None
-    for name in route.providers:
+    providers = route.providers
+    if len(providers) == 1:  # the common case, decided without a loop
+        spec = policy.providers[providers[0]].spec
+        if spec.validate == "jwt" or credential.token.startswith(spec.token_prefix):
+            return providers[0]
+        return None if spec.token_prefix else providers[0]
+    opaque = providers
+    if any(policy.providers[name].spec.validate == "jwt" for name in providers):
+        chosen = _by_issuer(policy, providers, credential.token)
+        if chosen is not None:
+            return chosen
+        opaque = tuple(n for n in providers if policy.providers[n].spec.validate != "jwt")
+    for name in opaque:
         prefixes = policy.providers[name].spec.token_prefix
         if credential.token.startswith(prefixes):
             return name
-        if not prefixes and len(route.providers) == 1:
+        if not prefixes and len(opaque) == 1:
+            return name
+    return None
+
+
+def _by_issuer(policy: Policy, providers: tuple[str, ...], token: str) -> str | None:
+    """The jwt provider a JWT goes to: the one whose `issuer` is its unverified `iss` (the
+    checker makes sure there is at most one). A jwt provider alone on its route takes every
+    token: it refuses a foreign `iss` itself, before looking up any key."""
+    if len(providers) == 1:
+        return providers[0]
+    issuer = unverified_issuer(token)
+    if issuer is None:
+        return None
+    for name in providers:
+        spec = policy.providers[name].spec
+        if spec.validate == "jwt" and issuer in spec.issuers:
             return name
     return None
 

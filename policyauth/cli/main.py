@@ -33,6 +33,7 @@ COMMANDS: tuple[str, ...] = (
     "test",
     "explain",
     "userinfo",
+    "inspect",
     "token",
 )
 

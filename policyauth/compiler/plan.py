@@ -96,6 +96,11 @@ class ProviderPlan:
             value = path.select(document)
             if value is not MISSING:
                 claims[name] = value
+        for name, path in self.spec.fallbacks:  # a preset's second choices (Entra v1.0 `upn`)
+            if name not in claims:
+                value = path.select(document)
+                if value is not MISSING:
+                    claims[name] = value
         return claims
 
     def accepts(self, document: object) -> bool:

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 import attrs
 
 from policyauth.diagnostics import Diagnostic, Severity, Span
-from policyauth.language import ast
+from policyauth.language import ast, validation_checks
 from policyauth.language.claimpath import ClaimPath, ClaimPathError, compile_claim_path
 from policyauth.language.durations import parse_duration
 from policyauth.language.model import CheckedPolicy, Outbound, ProviderSpec, Settings, TokensSpec
@@ -82,6 +82,8 @@ def check(
 
 
 class _Checker:
+    invalid = _Invalid  # for validation_checks, which reads values through this checker
+
     def __init__(
         self, policy: ast.Policy, source: str, env: Mapping[str, str], base_dir: Path | None
     ) -> None:
@@ -330,6 +332,7 @@ class _Checker:
             "max_path": self._count,
             "store_grace": lambda v, k: self._duration(v, k, zero=True),
             **dict.fromkeys(OUTBOUND_KEYS, self._string),
+            "clock_skew": lambda v, k: self._duration(v, k, zero=True),
         }
         values: dict[str, Any] = {}
         for key, setting in entries.items():
@@ -358,6 +361,7 @@ class _Checker:
             max_path=values.get("max_path", defaults.max_path),
             store_grace_ms=values.get("store_grace", defaults.store_grace_ms),
             outbound=self.outbound,
+            clock_skew_ms=values.get("clock_skew", defaults.clock_skew_ms),
         )
 
     def _tokens(self, decl: ast.TokensDecl) -> TokensSpec | None:
@@ -387,9 +391,16 @@ class _Checker:
         block = f"provider `{decl.name.text}`"
         entries, claim_decls, success_decl = self._entries(decl.entries, block)
         errors_before = len(self.diagnostics)
-        preset = self._preset(entries)
+        mode = validation_checks.mode(self, entries)
+        original = self._preset(entries)
+        preset = validation_checks.preset_in_mode(self, decl, original, mode)
         parameters = preset.parameters if preset else ()
-        known = _PROVIDER_KEYS + _OUTBOUND_PROVIDER_KEYS + parameters
+        known = (
+            _PROVIDER_KEYS
+            + _OUTBOUND_PROVIDER_KEYS
+            + parameters
+            + validation_checks.extra_keys(mode, parameters)
+        )
         for key, setting in entries.items():
             if key not in known:
                 self._unknown_provider_key(setting, block, known, preset)
@@ -427,7 +438,9 @@ class _Checker:
                 )
 
         insecure = self._insecure_http(entries)
-        userinfo, issuer = self._endpoint(decl, entries, preset, values, insecure=insecure)
+        userinfo, issuer = None, None
+        if mode == "userinfo" or preset is not None:
+            userinfo, issuer = self._endpoint(decl, entries, preset, values, insecure=insecure)
         outbound = self._provider_outbound(entries, insecure, (userinfo, issuer, *values.values()))
         headers = self._headers(entries, preset)
         # `username` written with a value that is not a path, or an unknown preset (whose
@@ -447,12 +460,17 @@ class _Checker:
                         f"`token_prefix` cannot be `{prefix}`",
                         "prefixes must be non-empty; `pa_` belongs to policyauth's API tokens",
                     )
-        audience, audience_url = self._audience(decl, preset, values)
+        audience, audience_url = (
+            self._audience(decl, preset, values) if mode == "userinfo" else (Audience.NONE, None)
+        )
+        validation = validation_checks.spec_fields(
+            self, decl, entries, original, preset, mode, values, claim_decls
+        )
         if len(self.diagnostics) > errors_before and any(
             d.is_error for d in self.diagnostics[errors_before:]
         ):
             return None
-        return ProviderSpec(
+        spec = ProviderSpec(
             name=decl.name.text,
             span=decl.name.span,
             preset=preset.name if preset else None,
@@ -470,6 +488,7 @@ class _Checker:
             audience_url=audience_url,
             outbound=outbound,
         )
+        return attrs.evolve(spec, **validation)
 
     def _audience(
         self, decl: ast.ProviderDecl, preset: Preset | None, values: Mapping[str, str]
@@ -754,8 +773,9 @@ class _Checker:
         return tuple(d for d in self.policy.declarations if isinstance(d, ast.RouteDecl))
 
     def _distinguishable(self, body: ast.Auth, providers: Mapping[str, ProviderSpec]) -> None:
+        validation_checks.check_route_issuers(self, body, providers)
         remote = [providers[n.text] for n in body.authenticators if n.text in providers]
-        remote = list({p.name: p for p in remote}.values())
+        remote = validation_checks.non_jwt(list({p.name: p for p in remote}.values()))
         if len(remote) < 2:
             return
         for i, first in enumerate(remote):

@@ -11,7 +11,7 @@ import re
 from collections.abc import Callable, Iterator
 
 from policyauth.diagnostics import Diagnostic, Severity, Span
-from policyauth.language import ast
+from policyauth.language import ast, validation_checks
 from policyauth.language.model import CheckedPolicy
 from policyauth.language.presets import PRESETS, Audience
 from policyauth.language.shadowing import collect_overlaps, crosswise_overlaps
@@ -35,7 +35,7 @@ def audience_unchecked(policy: ast.Policy, model: CheckedPolicy | None) -> Itera
         return
     for spec in model.providers.values():
         preset = PRESETS.get(spec.preset) if spec.preset else None
-        if preset is None or spec.audience is not Audience.NONE:
+        if preset is None or spec.audience is not Audience.NONE or spec.validate != "userinfo":
             continue
         if preset.audience is not Audience.NONE:
             yield (
@@ -115,6 +115,8 @@ RULES: tuple[Rule, ...] = (
     unanchored_suffix,
     redundant_anchors,
     crosswise_routes,
+    validation_checks.introspection_without_audience,  # PA208
+    validation_checks.id_tokens_accepted,  # PA209
 )
 
 

@@ -40,6 +40,11 @@ class Outbound:
     insecure_http: bool = False
 
 
+DEFAULT_CLOCK_SKEW_MS = 30_000
+# Asymmetric algorithms only: `none` and HMAC (whose secret would be the public key) never.
+DEFAULT_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "ES256", "ES384", "EdDSA")
+
+
 @attrs.frozen
 class Settings:
     realm: str = "policyauth"
@@ -49,6 +54,7 @@ class Settings:
     max_path: int = DEFAULT_MAX_PATH
     store_grace_ms: int = DEFAULT_STORE_GRACE_MS
     outbound: Outbound = Outbound()  # every provider's, unless it sets its own
+    clock_skew_ms: int = DEFAULT_CLOCK_SKEW_MS  # leeway for `exp`, `nbf` and `iat` of JWTs
 
 
 @attrs.frozen
@@ -74,6 +80,18 @@ class ProviderSpec:
     audience: Audience
     audience_url: str | None  # None with Audience.INTROSPECTION on `oidc`: from discovery
     outbound: Outbound = Outbound()
+    # How a token is validated (production.md section 1): "userinfo" (the default), "jwt"
+    # (locally, against the issuer's keys) or "introspection" (RFC 7662).
+    validate: str = "userinfo"
+    issuers: tuple[str, ...] = ()  # jwt: the exact `iss` values accepted
+    jwks: str | None = None  # jwt: the key set's URL; None: `jwks_uri` from discovery
+    audiences: tuple[str, ...] = ()  # jwt, introspection: accepted `aud` values
+    algorithms: tuple[str, ...] = DEFAULT_ALGORITHMS
+    audience_claim: str = "aud"  # where a JWT names its audience (Cognito: `client_id`)
+    required_claims: tuple[tuple[str, str], ...] = ()  # values an access token must carry
+    token_type: str | None = None  # jwt: the `typ` header required (RFC 9068: "at+jwt")
+    fallbacks: tuple[tuple[str, ClaimPath], ...] = ()  # claims tried when one is missing
+    introspection: str | None = None  # introspection: the endpoint; None: from discovery
 
 
 @attrs.frozen

@@ -40,6 +40,31 @@ class Audience(enum.Enum):
 
 
 @attrs.frozen
+class JwtMode:
+    """What `validate = "jwt"` means for a preset: where its issuer and keys are, and what its
+    access tokens carry (they are not shaped like its userinfo answers, so the claim map is
+    its own; production.md section 1).
+
+    `issuers` and `jwks` are URL templates filled like `userinfo` (every issuer template is
+    filled: Entra ID signs v1.0 and v2.0 tokens with different issuers); an empty `jwks` means
+    discovery from the first issuer. `fallbacks` are claims tried, in order, when the claim of
+    the same name is missing (Entra v1.0 tokens carry `upn` where v2.0 tokens carry
+    `preferred_username`). `audience_claim` is where the audience is (Cognito: `client_id`);
+    `required_claims` are values a token must carry to be an access token at all (Cognito's
+    `token_use`, Keycloak's `typ`), which is how those providers tell ID tokens apart.
+    """
+
+    required: tuple[str, ...]
+    issuers: tuple[str, ...]
+    jwks: tuple[str, ...] = ()
+    optional: tuple[str, ...] = ()
+    claims: tuple[tuple[str, str], ...] = ()
+    fallbacks: tuple[tuple[str, str], ...] = ()
+    audience_claim: str = "aud"
+    required_claims: tuple[tuple[str, str], ...] = ()
+
+
+@attrs.frozen
 class Preset:
     """One provider's facts. `userinfo` holds URL templates, tried in order: the first whose
     `{parameters}` are all given is used (GitHub.com versus GitHub Enterprise, say)."""
@@ -59,6 +84,7 @@ class Preset:
     audience_url: tuple[str, ...] = ()
     audience_needs_secret: bool = False  # the check authenticates as the client itself
     discovery: bool = False  # `oidc`: the userinfo URL comes from the issuer's discovery document
+    jwt: JwtMode | None = None  # how `validate = "jwt"` works, for presets whose tokens are JWTs
 
     @property
     def parameters(self) -> tuple[str, ...]:
@@ -96,6 +122,23 @@ PRESETS: dict[str, Preset] = {
                 ("email", "$.mail"),
                 ("name", "$.displayName"),
             ),
+            jwt=JwtMode(
+                required=("tenant",),
+                issuers=(
+                    "https://login.microsoftonline.com/{tenant}/v2.0",
+                    "https://sts.windows.net/{tenant}/",
+                ),
+                jwks=("https://login.microsoftonline.com/{tenant}/discovery/v2.0/keys",),
+                claims=(
+                    ("username", "$.preferred_username"),
+                    ("groups", "$.groups[*]"),
+                    ("roles", "$.roles[*]"),
+                    ("oid", "$.oid"),
+                    ("tid", "$.tid"),
+                    ("sub", "$.sub"),
+                ),
+                fallbacks=(("username", "$.upn"), ("username", "$.unique_name")),
+            ),
         ),
         Preset(
             name="keycloak",
@@ -111,6 +154,19 @@ PRESETS: dict[str, Preset] = {
                 ("email", "$.email"),
                 ("email_verified", "$.email_verified"),
                 ("sub", "$.sub"),
+            ),
+            jwt=JwtMode(
+                required=("base_url", "realm"),
+                issuers=("{base_url}/realms/{realm}",),
+                jwks=("{base_url}/realms/{realm}/protocol/openid-connect/certs",),
+                claims=(
+                    ("username", "$.preferred_username"),
+                    ("groups", "$.realm_access.roles[*]"),
+                    ("email", "$.email"),
+                    ("azp", "$.azp"),
+                    ("sub", "$.sub"),
+                ),
+                required_claims=(("typ", "Bearer"),),
             ),
         ),
         Preset(
@@ -134,6 +190,18 @@ PRESETS: dict[str, Preset] = {
                 ("email_verified", "$.email_verified"),
                 ("sub", "$.sub"),
             ),
+            jwt=JwtMode(
+                required=("domain", "authorization_server"),
+                issuers=("https://{domain}/oauth2/{authorization_server}",),
+                jwks=("https://{domain}/oauth2/{authorization_server}/v1/keys",),
+                claims=(
+                    ("username", "$.sub"),
+                    ("uid", "$.uid"),
+                    ("cid", "$.cid"),
+                    ("scopes", "$.scp[*]"),
+                    ("sub", "$.sub"),
+                ),
+            ),
         ),
         Preset(
             name="cognito",
@@ -144,6 +212,22 @@ PRESETS: dict[str, Preset] = {
                 ("email", "$.email"),
                 ("email_verified", "$.email_verified"),
                 ("sub", "$.sub"),
+            ),
+            jwt=JwtMode(
+                required=("region", "user_pool"),
+                issuers=("https://cognito-idp.{region}.amazonaws.com/{user_pool}",),
+                jwks=(
+                    "https://cognito-idp.{region}.amazonaws.com/{user_pool}/.well-known/jwks.json",
+                ),
+                claims=(
+                    ("username", "$.username"),
+                    ("groups", "$['cognito:groups'][*]"),
+                    ("client_id", "$.client_id"),
+                    ("scope", "$.scope"),
+                    ("sub", "$.sub"),
+                ),
+                audience_claim="client_id",
+                required_claims=(("token_use", "access"),),
             ),
         ),
         Preset(
@@ -214,6 +298,18 @@ PRESETS: dict[str, Preset] = {
                 ("nickname", "$.nickname"),
                 ("sub", "$.sub"),
             ),
+            jwt=JwtMode(
+                required=("domain",),
+                issuers=("https://{domain}/",),
+                jwks=("https://{domain}/.well-known/jwks.json",),
+                claims=(
+                    ("username", "$.sub"),
+                    ("azp", "$.azp"),
+                    ("scope", "$.scope"),
+                    ("permissions", "$.permissions[*]"),
+                    ("sub", "$.sub"),
+                ),
+            ),
         ),
         Preset(
             name="oidc",
@@ -229,6 +325,17 @@ PRESETS: dict[str, Preset] = {
                 ("preferred_username", "$.preferred_username"),
             ),
             discovery=True,
+            jwt=JwtMode(
+                required=("issuer",),
+                issuers=("{issuer}",),
+                claims=(
+                    ("username", "$.sub"),
+                    ("preferred_username", "$.preferred_username"),
+                    ("email", "$.email"),
+                    ("scope", "$.scope"),
+                    ("client_id", "$.client_id"),
+                ),
+            ),
         ),
     )
 }

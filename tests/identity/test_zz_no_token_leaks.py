@@ -14,6 +14,7 @@ import logging
 
 import httpx
 import pytest
+from jwt_issuer import Issuer, engine_for, register, sign
 from provider_server import (
     FACEBOOK_ME,
     GOOGLE_USERINFO,
@@ -147,6 +148,67 @@ def test_reprs_never_show_the_token() -> None:
     for obj in (credential, pending, request, key, key.hex(), cache, dict(cache._entries)):
         assert token not in repr(obj)
         WATCH.observe(type(obj).__name__, obj)
+
+
+class JwksBroken(httpx.BaseTransport, httpx.AsyncBaseTransport):
+    """A JWKS transport that raises with whatever it was given in the message."""
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        raise RuntimeError(f"broken while fetching {request.url} {request.headers}")
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        raise RuntimeError(f"broken while fetching {request.url} {request.headers}")
+
+
+@pytest.mark.parametrize("mode", ["async", "sync"])
+async def test_jwts_and_their_signatures_through_every_outcome(mode: str) -> None:
+    """Valid, each kind of invalid, outage and internal error, and `inspect`: neither a JWT nor
+    its signature part in any log record (DEBUG included), decision, repr or exception."""
+    issuer = Issuer()
+    issuer.add("k1", "ES256")
+    tokens = [
+        issuer.token(),
+        issuer.token(exp=1),
+        issuer.token(aud="other"),
+        issuer.token(iss="https://evil.example"),
+        issuer.token(headers={"crit": ["x"]}),
+        issuer.token(headers={"typ": "JWT"}),
+    ]
+    header, payload, signature = issuer.token().split(".")
+    tokens.append(register(f"{header}.{payload}.{signature[::-1]}"))  # a bad signature
+    unknown = issuer.add("k2", "ES256", publish=False)
+    tokens.append(sign(unknown, "ES256", issuer.claims(), {"kid": "k2", "typ": "at+jwt"}))
+
+    async def decide(engine: policyauth.Engine, token: str) -> policyauth.Decision:
+        if mode == "async":
+            decision = await engine.authorize("GET", "/reports", bearer(token))
+        else:
+            decision = await asyncio.to_thread(
+                engine.authorize_sync, "GET", "/reports", bearer(token)
+            )
+        return observe_decision(decision)
+
+    engine = engine_for(issuer, use_async=mode == "async")
+    statuses = [(await decide(engine, token)).status for token in tokens]
+    assert statuses == [200, 401, 401, 401, 401, 401, 401, 401]
+    remote = engine._remote
+    assert remote is not None
+    inspection = remote.inspect_sync("corp", tokens[0])
+    WATCH.observe("inspection", inspection, inspection.result)
+    for token in tokens:
+        result = remote._jwt.verify_sync(engine.policy.providers["corp"], token)
+        WATCH.observe("verdict", result)
+    await engine.aclose()
+
+    issuer.fail = True
+    down = policyauth.Engine(engine.policy, issuer.transport())
+    assert (await decide(down, issuer.token())).status == 503
+    down.close()
+    broken = policyauth.Engine(engine.policy, JwksBroken())
+    decision = await decide(broken, issuer.token())
+    assert (decision.status, decision.message) == (503, "internal error fetching keys")
+    broken.close()
+    assert WATCH.leaks() == []
 
 
 def test_the_watch_catches_a_leak() -> None:

@@ -10,7 +10,8 @@
 // make it behave like a provider that knows its tokens:
 //   beforeTokenSigning  gives every token a `jti`, and honours an `expires_in` form field (seconds,
 //                       may be negative) on the token request, so a test can mint a token that
-//                       is already expired or about to expire;
+//                       is already expired or about to expire, and a `sub` form field (the
+//                       client credentials grant sets none), for JWT validation tests;
 //   beforeResponse      remembers each access token it hands out, with the userinfo claims
 //                       given as a JSON object in a `userinfo` form field of the token request
 //                       (default: USERINFO_CLAIMS from the environment, a JSON object, else
@@ -57,6 +58,8 @@ service.on('beforeTokenSigning', (token, req) => {
   if (expiresIn !== undefined) {
     token.payload.exp = Math.floor(Date.now() / 1000) + Number(expiresIn);
   }
+  const sub = tokenField(req, 'sub');
+  if (sub !== undefined) token.payload.sub = sub;
 });
 
 service.on('beforeResponse', (response, req) => {

@@ -20,11 +20,15 @@
 // takes any password): a test logs in as one of ACCOUNTS by posting the form, as a browser
 // would. Access tokens are opaque; only the provider's userinfo endpoint (`/me`) can tell
 // who they belong to, which is exactly what policyauth relies on.
+//
+// Except for resource servers (the resourceIndicators feature, RFC 8707): a token requested
+// with `resource=` one of RESOURCES is a JWT access token (RFC 9068, RS256, `typ: at+jwt`)
+// whose `aud` is that resource's audience, verified locally with the provider's JWKS.
 
 import { createServer } from 'node:http';
 import { randomBytes } from 'node:crypto';
 
-import Provider from 'oidc-provider';
+import Provider, { errors } from 'oidc-provider';
 
 const ACCOUNTS = {
   alice: {
@@ -43,6 +47,11 @@ const ACCOUNTS = {
   },
 };
 
+
+const RESOURCES = {
+  'https://reports.example/api': 'reports-api',
+  'https://other.example/api': 'other-api',
+};
 
 function seconds(name, fallback) {
   const raw = process.env[name];
@@ -99,12 +108,30 @@ function configuration(callback) {
       introspection: { enabled: true },
       revocation: { enabled: true },
       userinfo: { enabled: true },
+      resourceIndicators: {
+        enabled: true,
+        defaultResource: () => undefined, // no `resource`: the opaque token of before
+        useGrantedResource: () => false,
+        getResourceServerInfo(ctx, resourceIndicator, client) {
+          const audience = RESOURCES[resourceIndicator];
+          if (audience === undefined) throw new errors.InvalidTarget();
+          return {
+            scope: 'reports',
+            audience,
+            accessTokenFormat: 'jwt',
+            accessTokenTTL: client.clientId === 'policyauth-short' ? shortAccessTtl : accessTtl,
+            jwt: { sign: { alg: 'RS256' } },
+          };
+        },
+      },
     },
     ttl: {
       AccessToken(ctx, token, client) {
         return client.clientId === 'policyauth-short' ? shortAccessTtl : accessTtl;
       },
-      ClientCredentials: () => accessTtl,
+      ClientCredentials(ctx, token, client) {
+        return client.clientId === 'policyauth-short' ? shortAccessTtl : accessTtl;
+      },
       AuthorizationCode: () => 60,
       IdToken: () => 600,
       Grant: () => 3600,
