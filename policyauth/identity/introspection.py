@@ -101,11 +101,13 @@ def call_sync(
     if url is None:
         assert provider.spec.issuer is not None  # the checker requires one of the two
         url = _endpoint_from(
-            provider, found, client.send_sync(discovery_request(provider.spec.issuer))
+            provider,
+            found,
+            client.send_sync(discovery_request(provider.spec.issuer), provider.spec.outbound),
         )
     if isinstance(url, Unavailable):
         return None, None, url
-    response = client.send_sync(introspection_request(provider, url, token))
+    response = client.send_sync(introspection_request(provider, url, token), provider.spec.outbound)
     if isinstance(response, Unavailable):
         return url, None, response
     return url, response, judge_introspection(provider, response, now)
@@ -118,11 +120,15 @@ async def introspect(
     if url is None:
         assert provider.spec.issuer is not None
         url = _endpoint_from(
-            provider, found, await client.send(discovery_request(provider.spec.issuer))
+            provider,
+            found,
+            await client.send(discovery_request(provider.spec.issuer), provider.spec.outbound),
         )
     if isinstance(url, Unavailable):
         return url
-    response = await client.send(introspection_request(provider, url, token))
+    response = await client.send(
+        introspection_request(provider, url, token), provider.spec.outbound
+    )
     if isinstance(response, Unavailable):
         return response
     return judge_introspection(provider, response, now)

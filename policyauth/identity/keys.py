@@ -140,7 +140,7 @@ class KeySets:
                 discovered = self._jwks_uri_sync(spec, state)
                 if isinstance(discovered, Unavailable):
                     return self._failed(spec, state, discovered)
-                response = self._client.send_sync(_jwks_request(discovered))
+                response = self._client.send_sync(_jwks_request(discovered), spec.outbound)
                 return self._store(spec, state, response)
             except Exception:
                 log.exception("fetching the keys of provider %s failed", spec.name)
@@ -169,7 +169,7 @@ class KeySets:
             if isinstance(discovered, Unavailable):
                 result = self._failed(spec, state, discovered)
             else:
-                response = await self._client.send(_jwks_request(discovered))
+                response = await self._client.send(_jwks_request(discovered), spec.outbound)
                 result = self._store(spec, state, response)
         except Exception:
             log.exception("fetching the keys of provider %s failed", spec.name)
@@ -186,13 +186,17 @@ class KeySets:
         if spec.jwks is not None or state.jwks_uri is not None:
             return spec.jwks or state.jwks_uri  # type: ignore[return-value]
         assert spec.issuer is not None  # the checker requires an issuer for jwt
-        return self._remember(spec, state, self._client.send_sync(discovery_request(spec.issuer)))
+        return self._remember(
+            spec, state, self._client.send_sync(discovery_request(spec.issuer), spec.outbound)
+        )
 
     async def _jwks_uri(self, spec: ProviderSpec, state: _State) -> str | Unavailable:
         if spec.jwks is not None or state.jwks_uri is not None:
             return spec.jwks or state.jwks_uri  # type: ignore[return-value]
         assert spec.issuer is not None
-        return self._remember(spec, state, await self._client.send(discovery_request(spec.issuer)))
+        return self._remember(
+            spec, state, await self._client.send(discovery_request(spec.issuer), spec.outbound)
+        )
 
     def _remember(
         self, spec: ProviderSpec, state: _State, response: Response | Unavailable

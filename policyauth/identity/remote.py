@@ -139,7 +139,7 @@ class RemoteIdentitySource:
         flight = self._async_flights.get(key)
         if flight is not None:
             return await asyncio.shield(flight)
-        rationed = self._rationed(authenticator)
+        rationed = self._rationed(provider)
         if rationed is not None:
             return rationed
         flight = asyncio.get_running_loop().create_future()
@@ -166,7 +166,8 @@ class RemoteIdentitySource:
             log.exception("identity lookup failed for provider %s", provider.name)
             result = Unavailable("internal error while validating the token")
         finally:
-            self._ration.record(provider.name, result)
+            if _rationable(provider):
+                self._ration.record(provider.name, result)
             del self._async_flights[key]
             flight.set_result(result)
         _log_result(provider.name, result)
@@ -222,7 +223,7 @@ class RemoteIdentitySource:
                 cached = self._cache.get(key)
                 if cached is not None:
                     return cached
-                rationed = self._rationed(authenticator)
+                rationed = self._rationed(provider)
                 if rationed is not None:
                     return rationed
                 flight = self._sync_flights[key] = _Flight()
@@ -236,7 +237,8 @@ class RemoteIdentitySource:
             log.exception("identity lookup failed for provider %s", provider.name)
             flight.result = Unavailable("internal error while validating the token")
         finally:
-            self._ration.record(provider.name, flight.result)
+            if _rationable(provider):
+                self._ration.record(provider.name, flight.result)
             with self._lock:
                 del self._sync_flights[key]
             flight.done.set()
@@ -307,14 +309,18 @@ class RemoteIdentitySource:
 
     # --- shared --------------------------------------------------------------------------------
 
-    def _rationed(self, provider: str) -> Unavailable | None:
+    def _rationed(self, provider: ProviderPlan) -> Unavailable | None:
         """A 503 for a new call over the cap of a flood of unknown tokens (never a 401: this
-        token was not looked at); None when the call may be made."""
-        wait = self._ration.admit(provider)
+        token was not looked at); None when the call may be made. A jwt provider is never
+        rationed: a token is checked locally, and its one outbound call, the key set, is
+        single-flight and rate-limited by keys.py already."""
+        if not _rationable(provider):
+            return None
+        wait = self._ration.admit(provider.name)
         if wait is None:
             return None
         return Unavailable(
-            f"calls to provider `{provider}` are rationed (a flood of unknown tokens, or too "
+            f"calls to provider `{provider.name}` are rationed (a flood of unknown tokens, or too "
             "many calls unanswered); retry later",
             retry_after=wait,
         )
@@ -338,6 +344,11 @@ class RemoteIdentitySource:
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+
+def _rationable(provider: ProviderPlan) -> bool:
+    """Whether new calls for this provider's tokens go through its ration (flood.py)."""
+    return provider.spec.validate != "jwt"
 
 
 def _token(credential: Credential) -> str | None:
