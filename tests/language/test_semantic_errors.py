@@ -533,3 +533,23 @@ def test_one_error_in_a_provider_does_not_echo_in_its_routes() -> None:
 
 def test_unknown_preset_does_not_report_missing_username() -> None:
     assert [d.code for d in found(provider('preset = "zzz"', name="g"))[1]] == ["PA105"]
+
+
+def test_pa112_on_a_list_path_without_items_suggests_the_items_not_another_operator():
+    """`groups = $.groups` selects the list as one value; `"x" in groups` then fails, and the
+    fix is `[*]` on the path (issue 15), not `==`."""
+    text = PROVIDER.replace("$.groups[*]", "$.groups") + "route GET /a {\n  auth corp\n"
+    text += '  allow if "admins" in groups\n}\n'
+    with pytest.raises(policyauth.PolicyError) as caught:
+        policyauth.loads(text, "t.policy")
+    [found] = caught.value.diagnostics
+    assert (found.code, found.line, found.column, found.message) == (
+        "PA112",
+        9,
+        12,
+        "`in` needs a list on the right; `groups` is a single value",
+    )
+    assert found.help == (
+        "`groups` is declared `$.groups`, which selects one value; if it holds a list, select "
+        "its items: `groups = $.groups[*]`"
+    )
