@@ -24,6 +24,7 @@ from policyauth.diagnostics import Diagnostic, Severity, Span
 from policyauth.language import ast
 from policyauth.language.claimpath import ClaimPath, ClaimPathError, compile_claim_path
 from policyauth.language.durations import parse_duration
+from policyauth.language.labels import label_problems
 from policyauth.language.model import CheckedPolicy, ProviderSpec, Settings, TokensSpec
 from policyauth.language.presets import (
     PRESETS,
@@ -666,6 +667,8 @@ class _Checker:
                 "add `allow` (any authenticated caller) or `allow if ...`",
             )
         self._distinguishable(body, providers)
+        for span, code, message, help in label_problems(route):
+            self.report(span, code, message, help)
 
         context = _RouteContext(
             complete=all(n in providers or n in tokens for n in names),

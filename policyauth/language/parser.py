@@ -433,11 +433,16 @@ class _Builder(Transformer[Token, Any]):
 
     @_node
     def allow_rule(self, span: Span, children: list[Any]) -> ast.Rule:
-        return ast.Rule(ast.RuleKind.ALLOW, children[0], span)
+        label, condition = children
+        return ast.Rule(ast.RuleKind.ALLOW, condition, span, self._label(label))
 
     @_node
     def deny_rule(self, span: Span, children: list[Any]) -> ast.Rule:
-        return ast.Rule(ast.RuleKind.DENY, children[0], span)
+        label, condition = children
+        return ast.Rule(ast.RuleKind.DENY, condition, span, self._label(label))
+
+    def _label(self, token: Token | None) -> ast.StringValue | None:
+        return None if token is None else self._string(token)
 
     # expressions
 
@@ -544,7 +549,10 @@ def _expected_what(expected: set[str], terminals: dict[str, str]) -> str:
     possible first tokens."""
     if {"NOT", "LPAR"} <= expected:
         return "expected a condition"
-    return _expected_text(_describe_expected(expected, terminals))
+    names = _describe_expected(expected, terminals)
+    if {"IF", "STRING"} <= expected:  # right after `allow` or `deny`, a string is a label
+        names = sorted(["a rule label" if n == "a string" else n for n in names])
+    return _expected_text(names)
 
 
 _CONDITION_HELP = 'a condition reads like `"admins" in groups` or `username == "alice"`'
@@ -694,6 +702,18 @@ def _syntax_diagnostic(exc: UnexpectedInput, collector: _Collector) -> Diagnosti
         worded = _worded_duration(collector, line, column) if "EQUAL" in expected else None
         if worded is not None:
             return worded
+        labelled = re.search(r'\b(allow|deny)\s+("(?:[^"\\]|\\.)*")\s*$', before)
+        if labelled and "IF" in expected:
+            # `allow "admins" in groups`: the string reads as the rule's label.
+            keyword, label = labelled[1], labelled[2]
+            rest = source_line[column - 1 :].split("#", 1)[0].strip()
+            return make(
+                "PA002",
+                f"unexpected `{_printable(text)}`; {what}",
+                f"a string after `{keyword}` is the rule's label; a condition follows `if`: "
+                f"`{keyword} if {_printable(label)} {_printable(rest)}`",
+                width,
+            )
         if token.type == "NAME" and text == "contains":
             operands = re.search(r'(\S+)\s+contains\s+("(?:[^"\\]|\\.)*"|[^\s()]+)', source_line)
             example = f"{operands[2]} in {operands[1]}" if operands else '"admins" in groups'
@@ -730,7 +750,11 @@ def _syntax_diagnostic(exc: UnexpectedInput, collector: _Collector) -> Diagnosti
             return make("PA002", "`=` assigns; compare with `==`", "write `==`", width)
         if text == "==" and "EQUAL" in expected:
             return make("PA002", "`==` compares; assign a setting with `=`", "write `=`", width)
-        if token.type == "NAME" and expected & {"STRING", "NUMBER", "DURATION"}:
+        if (
+            token.type == "NAME"
+            and expected & {"STRING", "NUMBER", "DURATION"}
+            and "IF" not in expected
+        ):
             # The whole unquoted word, `scripts.tokens` rather than the name `scripts` the
             # lexer stopped at, so the suggested string is the file name that was meant.
             word = re.match(r"[A-Za-z0-9_./-]+", source_line[column - 1 :])
@@ -750,7 +774,7 @@ def _syntax_diagnostic(exc: UnexpectedInput, collector: _Collector) -> Diagnosti
             )
         if token.type == "LBRACE" and "IF" in expected:
             return make("PA002", "`deny` needs a condition", "write `deny if EXPR`", width)
-        if "IF" in expected and token.type != "IF" and expected <= {"IF"}:
+        if "IF" in expected and token.type != "IF" and expected <= {"IF", "STRING"}:
             return make(
                 "PA002",
                 f"expected `if` after `deny`, found `{_printable(text)}`",

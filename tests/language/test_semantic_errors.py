@@ -277,6 +277,20 @@ CASES = [
          route("allow if param.id == username", head="route GET /a/{name}"), [
         ("PA124", 9, 12, "`param.id` is not captured by this route's pattern"),
     ]),
+    # --- PA143, PA144 rule labels ------------------------------------------------------------
+    Case("PA143 a label used twice in a route",
+         route('deny "staff" if "x" in groups\n  allow "staff" if "staff" in groups'), [
+        ("PA143", 10, 9, 'the label "staff" is already used at line 9 of this route'),
+    ]),
+    Case("PA143 not across routes",
+         route('allow "staff" if "staff" in groups')
+         + 'route GET /b {\n  auth corp\n  allow "staff" if "staff" in groups\n}\n', []),
+    Case("PA144 an empty label", route('allow "" if "staff" in groups'), [
+        ("PA144", 9, 9, "a rule label must be a non-empty line of printable text"),
+    ]),
+    Case("PA144 a label over two lines", route('allow "a\\nb" if "staff" in groups'), [
+        ("PA144", 9, 9, "a rule label must be a non-empty line of printable text"),
+    ]),
     # --- warnings ----------------------------------------------------------------------------
     Case("PA201 http on 127.0.0.1",
          provider('userinfo = "http://127.0.0.1:8080/userinfo"', "username = $.sub"), [

@@ -57,7 +57,7 @@ CASES = [
         "missing brace at end of file",
         PROVIDER + "route GET /a {\n  auth corp\n  allow\n",
         "PA003", 9, 8,
-        "unexpected end of file; expected one of `allow`, `deny`, `if`, `}`",
+        "unexpected end of file; expected one of `allow`, `deny`, `if`, `}`, a rule label",
         "a block opened with `{` is not closed",
     ),
     Case(
@@ -201,8 +201,15 @@ CASES = [
     ),
     Case(
         "`deny` without `if`",
+        route('deny username == "eve"\n  allow'),
+        "PA002", 9, 8, "expected `if` after `deny`, found `username`", DENY_HELP,
+    ),
+    Case(
+        "`deny` without `if`, a string first: it reads as the rule's label",
         route('deny "contractors" in groups\n  allow'),
-        "PA002", 9, 8, 'expected `if` after `deny`, found `"contractors"`', DENY_HELP,
+        "PA002", 9, 22, "unexpected `in`; expected `if`",
+        "a string after `deny` is the rule's label; a condition follows `if`: "
+        '`deny if "contractors" in groups`',
     ),
     Case(
         "`deny` with nothing after it",
@@ -341,6 +348,13 @@ CASES = [
         "PA014", 1, 18,
         "`{public}` is glued to the path, so it reads as a parameter, not as the route's block",
         "put a space before `{` to open the route's block: `/health {public}`",
+    ),
+    Case(
+        "a condition without `if` after `allow` reads as a label",
+        route('allow "admins" in groups'),
+        "PA002", 9, 18, "unexpected `in`; expected one of `allow`, `deny`, `if`, `}`",
+        "a string after `allow` is the rule's label; a condition follows `if`: "
+        '`allow if "admins" in groups`',
     ),
     Case(
         "an unquoted file name",
