@@ -15,9 +15,11 @@ from policyauth.decision import Decision
 from policyauth.evaluator import Located, Pending, finish, locate, prepare
 from policyauth.identity.remote import RemoteIdentitySource
 from policyauth.identity.source import IdentityResult, IdentitySource, Invalid, Unavailable
+from policyauth.logline import DECISIONS, log_line
 from policyauth.request import normalize_headers
 
 log = logging.getLogger("policyauth.engine")
+_logging_decisions = DECISIONS.isEnabledFor  # the one switch: `policyauth.decisions` at INFO
 _LOCATED_SIZE = 4096  # recent (method, target) pairs whose canonical form and route are kept
 
 
@@ -53,6 +55,19 @@ class Engine:
 
     async def authorize(self, method: str, target: str, headers: HeadersIn = ()) -> Decision:
         """Decide one request; `target` is the raw request target (`/a/b?x=1`)."""
+        decision = await self._authorize(method, target, headers)
+        if _logging_decisions(logging.INFO):
+            log_line(method, target, self._locate(method, target), decision)
+        return decision
+
+    def authorize_sync(self, method: str, target: str, headers: HeadersIn = ()) -> Decision:
+        """The same decision as `authorize`, for synchronous servers (WSGI)."""
+        decision = self._authorize_sync(method, target, headers)
+        if _logging_decisions(logging.INFO):
+            log_line(method, target, self._locate(method, target), decision)
+        return decision
+
+    async def _authorize(self, method: str, target: str, headers: HeadersIn) -> Decision:
         normalized = normalize_headers(headers)
         step = prepare(self.policy, method, target, normalized, self._locate(method, target))
         if not isinstance(step, Pending):
@@ -72,8 +87,7 @@ class Engine:
         assert outcome is not None  # `authenticators` is never empty
         return finish(self.policy, step, step.authenticators[0], outcome)
 
-    def authorize_sync(self, method: str, target: str, headers: HeadersIn = ()) -> Decision:
-        """The same decision as `authorize`, for synchronous servers (WSGI)."""
+    def _authorize_sync(self, method: str, target: str, headers: HeadersIn) -> Decision:
         normalized = normalize_headers(headers)
         step = prepare(self.policy, method, target, normalized, self._locate(method, target))
         if not isinstance(step, Pending):
