@@ -1,13 +1,13 @@
 """The main job, end to end, on one machine and without any outside account.
 
 `make demo` runs this. It copies the policy examples/demo.policy into a temporary folder, issues
-two API tokens into that policy's token store, starts a Starlette API under a real uvicorn server on a free
-loopback port with `policyauth.asgi.PolicyAuthMiddleware` in front, and sends it requests over
-HTTP: no token (401), a token (200), a caller a deny rule refuses (403) and a hostile path
-(400). For each it prints what the server answered and, next to it, the reason and the rule of
-the same decision made in process with `Engine.authorize_sync` (the server does not reveal its
-rules to callers), and checks that the two agree. The server is stopped and the folder removed
-at the end; the exit status is 0 only if every answer was the expected one.
+two API tokens into that policy's token store, starts a Starlette API under a real uvicorn
+server on a free loopback port with `policyauth.asgi.PolicyAuthMiddleware` in front, and sends
+it requests over HTTP: no token (401), a token (200), a caller a deny rule refuses (403) and a
+hostile path (400). For each it prints what the server answered and, next to it, the reason and
+the rule of the same decision made in process with `Engine.authorize_sync` (the server does not
+reveal its rules to callers), and checks that the two agree. The server is stopped and the
+folder removed at the end; the exit status is 0 only if every answer was the expected one.
 """
 
 from __future__ import annotations
