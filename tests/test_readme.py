@@ -1,5 +1,5 @@
-"""README.md stays true: every Python snippet runs as written, and the ten-line policy shows
-exactly the warning the text says it does.
+"""README.md and docs/python.md stay true: every Python snippet runs as written, and the
+README's ten-line policy shows exactly the warning the text says it does.
 
 Snippets are run in a scratch folder holding the repository's policies/ plus the `api.policy`
 the embedding snippets name, with what a snippet takes from the reader's own project (an `app`
@@ -9,8 +9,10 @@ name that comes from a library must be imported by the snippet itself.
 
 from __future__ import annotations
 
+import logging
 import re
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,7 @@ import policyauth
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
+PYTHON_DOC = ROOT / "docs" / "python.md"
 
 API_POLICY = """\
 provider corp {
@@ -39,12 +42,13 @@ route GET /health {
 """
 
 
-def fenced(language: str) -> list[str]:
-    text = README.read_text(encoding="utf-8")
+def fenced(language: str, page: Path = README) -> list[str]:
+    text = page.read_text(encoding="utf-8")
     return re.findall(rf"^```{language}\n(.*?)^```$", text, flags=re.MULTILINE | re.DOTALL)
 
 
 SNIPPETS = fenced("python")
+PAGES = [(page, code) for page in (README, PYTHON_DOC) for code in fenced("python", page)]
 
 
 def harness(code: str, folder: Path) -> dict[str, Any]:
@@ -70,22 +74,36 @@ def harness(code: str, folder: Path) -> dict[str, Any]:
 
 
 @pytest.fixture
-def scratch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def scratch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A folder to run snippets in; what they change in `logging` is undone afterwards."""
+    root = logging.getLogger()
+    handlers, levels = (
+        list(root.handlers),
+        {
+            name: logging.getLogger(name).level
+            for name in ("", "policyauth", "policyauth.decisions")
+        },
+    )
     shutil.copytree(ROOT / "policies", tmp_path / "policies")
     (tmp_path / "policies" / "api.policy").write_text(API_POLICY, encoding="utf-8")
     (tmp_path / "api.policy").write_text(API_POLICY, encoding="utf-8")
     monkeypatch.chdir(tmp_path)
-    return tmp_path
+    yield tmp_path
+    root.handlers[:] = handlers
+    for name, level in levels.items():
+        logging.getLogger(name).setLevel(level)
 
 
 def test_the_readme_has_python_snippets():
     assert len(SNIPPETS) >= 6
 
 
-@pytest.mark.parametrize("code", SNIPPETS, ids=[f"snippet-{i}" for i in range(len(SNIPPETS))])
-def test_each_python_snippet_runs_as_written(code: str, scratch: Path):
+@pytest.mark.parametrize(
+    ("page", "code"), PAGES, ids=[f"{page.name}-{i}" for i, (page, _) in enumerate(PAGES)]
+)
+def test_each_python_snippet_runs_as_written(page: Path, code: str, scratch: Path):
     namespace = harness(code, scratch)
-    exec(compile(code, "README.md", "exec"), namespace)
+    exec(compile(code, page.name, "exec"), namespace)
 
 
 def test_the_python_api_snippet_decides(scratch: Path):

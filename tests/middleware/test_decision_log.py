@@ -55,7 +55,7 @@ def bearer(token: str) -> list[tuple[str, str]]:
 
 
 def test_nothing_is_logged_unless_the_switch_is_on(engine, caplog):
-    caplog.set_level(logging.WARNING, logger="policyauth")
+    caplog.set_level(logging.WARNING, logger="policyauth.decisions")
     engine.authorize_sync("GET", "/reports/q3", bearer(TOKEN))
     assert lines(caplog) == []
 
