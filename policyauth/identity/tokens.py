@@ -499,7 +499,11 @@ class TokenStore:
         if record is None or not hmac.compare_digest(bytes.fromhex(record.digest), presented):
             return Invalid("unknown token")
         if user is not None and user != record.user:
-            return Invalid("the user does not own this token")
+            # Both sides (the Basic user, the owner), so a script sending the wrong user name
+            # is told which one the token needs; user names are not secrets, tokens are.
+            return Invalid(
+                f"the Basic user is `{_escaped(user)}`, the token belongs to `{record.user}`"
+            )
         status = record.status(now)
         if status != "active":
             return Invalid(f"token {status}")
@@ -570,3 +574,9 @@ class TokenStore:
 
 def _signature(stat: os.stat_result) -> tuple[int, int, int, int]:
     return (stat.st_dev, stat.st_ino, stat.st_mtime_ns, stat.st_size)
+
+
+def _escaped(text: str) -> str:
+    """A caller's text for a one-line message: printable, at most 80 characters."""
+    text = text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
+    return text if len(text) <= 80 else text[:77] + "..."
