@@ -1,13 +1,13 @@
 """The main job, end to end, on one machine and without any outside account.
 
-`make demo` runs this. It writes a small policy into a temporary folder, issues two API tokens
-into that policy's token store, starts a Starlette API under a real uvicorn server on a free
-loopback port with `policyauth.asgi.PolicyAuthMiddleware` in front, and sends it requests over
-HTTP: no token (401), a token (200), a caller a deny rule refuses (403) and a hostile path
-(400). For each it prints what the server answered and, next to it, the reason and the rule of
-the same decision made in process with `Engine.authorize_sync` (the server does not reveal its
-rules to callers), and checks that the two agree. The server is stopped and the folder removed
-at the end; the exit status is 0 only if every answer was the expected one.
+`make demo` runs this. It copies the policy examples/demo.policy into a temporary folder, issues
+two API tokens into that policy's token store, starts a Starlette API under a real uvicorn
+server on a free loopback port with `policyauth.asgi.PolicyAuthMiddleware` in front, and sends
+it requests over HTTP: no token (401), a token (200), a caller a deny rule refuses (403) and a
+hostile path (400). For each it prints what the server answered and, next to it, the reason and
+the rule of the same decision made in process with `Engine.authorize_sync` (the server does not
+reveal its rules to callers), and checks that the two agree. The server is stopped and the
+folder removed at the end; the exit status is 0 only if every answer was the expected one.
 """
 
 from __future__ import annotations
@@ -35,32 +35,8 @@ import policyauth
 from policyauth.asgi import PolicyAuthMiddleware
 from policyauth.identity import tokens
 
-POLICY = """\
-# demo.policy: reports for the reporting group, an admin area closed to contractors
-
-settings {
-  realm = "demo"
-}
-
-tokens staff {
-  store = "demo.tokens"            # digests only; `policyauth token create` manages it
-}
-
-route GET /health {
-  public
-}
-
-route GET /reports/** {
-  auth staff
-  allow if "reporting" in groups
-}
-
-route * /admin/** {
-  auth staff
-  deny  if "contractors" in groups
-  allow if "admins" in groups
-}
-"""
+# The demo's policy is a file of its own, to open and edit: examples/demo.policy.
+POLICY_FILE = Path(__file__).resolve().with_name("demo.policy")
 
 HOST = "127.0.0.1"
 START_TIMEOUT = 10.0
@@ -135,13 +111,14 @@ STEPS = [
 def main() -> int:
     with tempfile.TemporaryDirectory(prefix="policyauth-demo-") as folder:
         policy_file = Path(folder) / "demo.policy"
-        policy_file.write_text(POLICY, encoding="utf-8")
+        policy_file.write_text(POLICY_FILE.read_text(encoding="utf-8"), encoding="utf-8")
         store = Path(folder) / "demo.tokens"
         issued = {
             "ada": tokens.create(store, "ada", ["reporting"])[0],
             "cole": tokens.create(store, "cole", ["reporting", "admins", "contractors"])[0],
         }
-        print(f"policy {policy_file.name} and token store {store.name} in {folder}")
+        print(f"policy {_relative(POLICY_FILE)} (open it to see the rules below), run from")
+        print(f"a copy in {folder}, next to a fresh token store {store.name}")
         print(f"  API token for ada  (reporting):                      {_shown(issued['ada'])}")
         print(f"  API token for cole (reporting, admins, contractors): {_shown(issued['cole'])}")
         # The in-process twin of the server's engine: same policy, same token store.
@@ -187,6 +164,14 @@ def _report(step: Step, response: httpx.Response, decision: policyauth.Decision,
         return 0
     print(f"  MISMATCH: expected {step.status} {step.reason} from both\n")
     return 1
+
+
+def _relative(path: Path) -> Path:
+    """`examples/demo.policy` when run from the checkout, as `make demo` does."""
+    try:
+        return path.relative_to(Path.cwd())
+    except ValueError:
+        return path
 
 
 def _rule(decision: policyauth.Decision, name: str) -> str:

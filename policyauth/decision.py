@@ -71,6 +71,7 @@ class Decision:
     # builds them when someone reads it (explain, policy tests, logs).
     steps: tuple[tuple[str, str, Span, Outcome, str], ...] = attrs.field(default=(), repr=False)
     route_text: str | None = None  # `GET /a/{id}`, for logs and `explain`
+    rule_label: str | None = None  # the deciding rule's label (`allow "readers" if ...`), if any
 
     @property
     def allowed(self) -> bool:

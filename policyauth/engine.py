@@ -15,9 +15,11 @@ from policyauth.decision import Decision
 from policyauth.evaluator import Located, Pending, finish, locate, prepare
 from policyauth.identity.remote import RemoteIdentitySource
 from policyauth.identity.source import IdentityResult, IdentitySource, Invalid, Unavailable
+from policyauth.logline import DECISIONS, log_line
 from policyauth.request import Rejection, normalize_headers
 
 log = logging.getLogger("policyauth.engine")
+_logging_decisions = DECISIONS.isEnabledFor  # the one switch: `policyauth.decisions` at INFO
 _LOCATED_SIZE = 4096  # recent (method, target) pairs whose canonical form and route are kept
 
 
@@ -56,6 +58,23 @@ class Engine:
     ) -> Decision:
         """Decide one request; `target` is the raw request target (`/a/b?x=1`), or the
         Rejection an integration found in it (a mount that does not match), answered 400."""
+        decision = await self._authorize(method, target, headers)
+        if _logging_decisions(logging.INFO):
+            log_line(method, target, self._locate(method, target), decision)
+        return decision
+
+    def authorize_sync(
+        self, method: str, target: str | Rejection, headers: HeadersIn = ()
+    ) -> Decision:
+        """The same decision as `authorize`, for synchronous servers (WSGI)."""
+        decision = self._authorize_sync(method, target, headers)
+        if _logging_decisions(logging.INFO):
+            log_line(method, target, self._locate(method, target), decision)
+        return decision
+
+    async def _authorize(
+        self, method: str, target: str | Rejection, headers: HeadersIn
+    ) -> Decision:
         normalized = normalize_headers(headers)
         step = prepare(self.policy, method, target, normalized, self._locate(method, target))
         if not isinstance(step, Pending):
@@ -75,10 +94,7 @@ class Engine:
         assert outcome is not None  # `authenticators` is never empty
         return finish(self.policy, step, step.authenticators[0], outcome)
 
-    def authorize_sync(
-        self, method: str, target: str | Rejection, headers: HeadersIn = ()
-    ) -> Decision:
-        """The same decision as `authorize`, for synchronous servers (WSGI)."""
+    def _authorize_sync(self, method: str, target: str | Rejection, headers: HeadersIn) -> Decision:
         normalized = normalize_headers(headers)
         step = prepare(self.policy, method, target, normalized, self._locate(method, target))
         if not isinstance(step, Pending):

@@ -226,7 +226,16 @@ def evaluate_rules(route: RoutePlan, request: CanonicalRequest, principal: Princ
             message = (
                 "a deny rule holds" if outcome is Outcome.TRUE else f"a deny rule errored: {detail}"
             )
-            return _decided(route, 403, Reason.DENIED, message, rule.span, principal, steps=steps)
+            return _decided(
+                route,
+                403,
+                Reason.DENIED,
+                message,
+                rule.span,
+                principal,
+                steps=steps,
+                label=rule.label,
+            )
     for rule in route.allows:
         if rule.test is None:
             outcome, detail = Outcome.TRUE, ""
@@ -235,7 +244,14 @@ def evaluate_rules(route: RoutePlan, request: CanonicalRequest, principal: Princ
         steps.append(("allow", rule.text, rule.span, outcome, detail))
         if outcome is Outcome.TRUE:
             return _decided(
-                route, 200, Reason.ALLOWED, "an allow rule holds", rule.span, principal, steps=steps
+                route,
+                200,
+                Reason.ALLOWED,
+                "an allow rule holds",
+                rule.span,
+                principal,
+                steps=steps,
+                label=rule.label,
             )
     return _decided(
         route, 403, Reason.NOT_ALLOWED, "no allow rule holds", None, principal, steps=steps
@@ -269,6 +285,7 @@ def _decided(
     *,
     headers: tuple[tuple[str, str], ...] = (),
     steps: list[tuple[str, str, Span, Outcome, str]] | None = None,
+    label: str | None = None,
 ) -> Decision:
     return Decision(
         status,
@@ -280,6 +297,7 @@ def _decided(
         headers,
         tuple(steps) if steps else (),
         route.text,
+        label,
     )
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from policyauth.compiler import Policy, compile_policy
 from policyauth.diagnostics import Diagnostic, PolicyError, Span, sort_diagnostics
 from policyauth.language.checker import check
-from policyauth.language.lints import lint
+from policyauth.language.lints import lint, silence
 from policyauth.language.parser import parse
 
 
@@ -75,7 +75,7 @@ def analyze(
         model, diagnostics = check(
             tree, source=text, env=env, base_dir=Path(base_dir) if base_dir is not None else None
         )
-        diagnostics = sort_diagnostics(diagnostics + lint(tree, model, source=text))
+        diagnostics = sort_diagnostics(silence(tree, diagnostics) + lint(tree, model, source=text))
         if model is None:
             return None, diagnostics
         return compile_policy(model, warnings=diagnostics), diagnostics

@@ -108,16 +108,18 @@ def denial_headers(decision: Decision) -> list[tuple[str, str]]:
 
 
 def log_decision(decision: Decision, method: str) -> None:
-    """Denials at INFO with the reason and the deciding rule; never credentials."""
+    """Denials an integration answered itself, at DEBUG, by route; never credentials.
+
+    The documented switch for seeing decisions is the `policyauth.decisions` logger at INFO
+    (policyauth/logline.py: every decision, allowed or denied, with the canonical path and the
+    user); this line only says that the integration, not the application, sent the denial."""
     if decision.allowed:
         return
     where = f" rule {decision.rule}" if decision.rule else ""
-    log.info(
-        "%s %s -> %d %s%s: %s",
-        method,
-        decision.route_text or "-",
+    log.debug(
+        "%s -> %d %s%s: denied by the integration",
+        decision.route_text or f"{method} (no route)",
         decision.status,
         decision.reason,
         where,
-        decision.message,
     )

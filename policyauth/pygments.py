@@ -96,6 +96,11 @@ class PolicyLexer(RegexLexer):  # type: ignore[misc]
             (r"(auth)\b", Keyword, "authenticators"),
             (r"(success)(\s*)(=)(?!=)", bygroups(Keyword, Whitespace, Operator)),
             (rf"({_NAME})(\s*)(=)(?!=)", bygroups(Name.Attribute, Whitespace, Operator)),
+            # A rule's label (`allow "readers" if ...`) names the rule; it is not a value.
+            (
+                r'(allow|deny)(\s+)("(?:[^"\\\n]|\\.)*")',
+                bygroups(Keyword, Whitespace, Name.Label),
+            ),
             (words(BODY_KEYWORDS, suffix=r"\b"), Keyword),
             (
                 r"(matches)(\s+)(/(?:[^/\\\n]|\\.)+/)",

@@ -8,13 +8,23 @@ import sys
 import time
 from pathlib import Path
 
-DEMO = Path(__file__).resolve().parents[1] / "examples" / "demo.py"
+import policyauth
+from policyauth.language.formatter import format_policy
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO = ROOT / "examples" / "demo.py"
+POLICY_FILE = ROOT / "examples" / "demo.policy"
 
 
 def test_the_demo_shows_each_answer_with_its_reason_and_rule() -> None:
     started = time.monotonic()
     result = subprocess.run(
-        [sys.executable, str(DEMO)], capture_output=True, text=True, timeout=60, check=False
+        [sys.executable, str(DEMO)],
+        cwd=ROOT,  # as `make demo` runs it
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     elapsed = time.monotonic() - started
     assert result.returncode == 0, result.stdout + result.stderr
@@ -39,5 +49,18 @@ def test_the_demo_shows_each_answer_with_its_reason_and_rule() -> None:
     assert '  rule    allow if "reporting" in groups  (demo.policy:' in out
     assert '  rule    deny if "contractors" in groups  (demo.policy:' in out
     assert "every answer as expected; the server is stopped" in out
+    # The policy the demo ran is a file the user can open (issue 15), and the demo says where.
+    assert out.startswith("policy examples/demo.policy (open it to see the rules below)")
+    rules = POLICY_FILE.read_text(encoding="utf-8")
+    assert 'allow if "reporting" in groups' in rules
+    assert 'deny  if "contractors" in groups' in rules
     assert "MISMATCH" not in out
     assert result.stderr == ""
+
+
+def test_the_demo_policy_lints_clean_and_is_formatted() -> None:
+    """What the user opens is a model: no diagnostic, and `policyauth fmt` leaves it alone."""
+    text = POLICY_FILE.read_text(encoding="utf-8")
+    _, diagnostics = policyauth.analyze(text, str(POLICY_FILE), base_dir=POLICY_FILE.parent)
+    assert [d.one_line() for d in diagnostics] == []
+    assert format_policy(text, str(POLICY_FILE)) == text

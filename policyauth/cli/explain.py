@@ -308,6 +308,7 @@ def build_report(
             "reason": decision.reason.value,
             "message": decision.message,
             "rule": None if decision.rule is None else _location(decision.rule),
+            "rule_label": decision.rule_label,
             "headers": [{"name": n, "value": v} for n, v in decision.headers],
         },
     }
@@ -394,7 +395,9 @@ def render_text(report: dict[str, Any]) -> str:
         f"decision:  {decision['status']} {decision['reason']}: {_shown(decision['message'])}"
     )
     if decision["rule"] is not None:
-        lines.append(f"  rule:    {_at(decision['rule'])}")
+        label = decision.get("rule_label")
+        named = f'rule "{_shown(label)}" at ' if label is not None else ""
+        lines.append(f"  rule:    {named}{_at(decision['rule'])}")
     for header in decision["headers"]:
         lines.append(f"  header:  {header['name']}: {_shown(header['value'])}")
     return "\n".join(lines)

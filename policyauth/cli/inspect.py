@@ -15,8 +15,14 @@ import json
 from typing import Any
 
 from policyauth.cli import EXIT_NEGATIVE, EXIT_OK, Command, UsageError, out
-from policyauth.cli.userinfo import _as_json, _declared_claims, _outcome, _print_text, read_token
-from policyauth.identity import Identity
+from policyauth.cli.userinfo import (
+    _as_json,
+    _declared_claims,
+    _print_text,
+    _Verdict,
+    _verdict,
+    read_token,
+)
 from policyauth.identity.remote import Inspection, RemoteIdentitySource
 from policyauth.language.validation_checks import claim_paths
 from policyauth.loader import load
@@ -57,26 +63,27 @@ def _run(args: argparse.Namespace) -> int:
     finally:
         source.close()
     claims = _declared_claims(claim_paths(spec), inspection)
+    verdict = _verdict(inspection, spec, claims, args.policy)
     if args.format == "json":
-        shown = _as_json(inspection, claims)
+        shown = _as_json(inspection, claims, verdict)
         shown = {"provider": spec.name, "validate": spec.validate, **shown}
         if spec.validate == "jwt":
             shown["header"] = inspection.header
             del shown["endpoint"], shown["status"]
         out(json.dumps(shown, indent=2, ensure_ascii=False))
     elif spec.validate == "jwt":
-        _print_jwt(spec.name, inspection, claims)
+        _print_jwt(spec.name, inspection, claims, verdict)
     else:
         out(f'provider: {spec.name} (validate = "{spec.validate}")')
-        _print_text(inspection, claims)
-    return EXIT_OK if isinstance(inspection.result, Identity) else EXIT_NEGATIVE
+        _print_text(inspection, claims, verdict)
+    return EXIT_OK if verdict.valid else EXIT_NEGATIVE
 
 
-def _print_jwt(name: str, inspection: Inspection, claims: list[tuple[str, str, Any]]) -> None:
+def _print_jwt(
+    name: str, inspection: Inspection, claims: list[tuple[str, str, Any]], verdict: _Verdict
+) -> None:
     out(f'provider: {name} (validate = "jwt")')
-    result = _outcome(inspection).replace(
-        "the provider accepted", "the signature and claims verify for"
-    )
+    result = verdict.result.replace("the provider accepted", "the signature and claims verify for")
     out(f"result:   {result}")
     if inspection.document is None:
         return
@@ -86,7 +93,7 @@ def _print_jwt(name: str, inspection: Inspection, claims: list[tuple[str, str, A
     out("")
     out("claims:")
     # Reuse the userinfo layout for the claims document, paths and declared claims.
-    _print_text(Inspection("-", None, inspection.document, inspection.result), claims)
+    _print_text(Inspection("-", None, inspection.document, inspection.result), claims, verdict)
 
 
 COMMAND = Command(

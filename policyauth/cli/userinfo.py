@@ -16,12 +16,17 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
+import attrs
+
 from policyauth.cli import EXIT_NEGATIVE, EXIT_OK, Command, UsageError, out
+from policyauth.diagnostics import Span
 from policyauth.identity import Identity, Invalid
 from policyauth.identity.remote import Inspection, RemoteIdentitySource
 from policyauth.language.claimpath import MISSING, string_paths
+from policyauth.language.model import ProviderSpec
 from policyauth.loader import load
 
 _USERNAME_KEYS = {
@@ -45,7 +50,8 @@ examples:
   policyauth userinfo policies/api.policy --provider corp --token-env CORP_TOKEN
   pbpaste | policyauth userinfo policies/api.policy --provider corp --token -
 
-exit status: 0 the token is valid, 1 the provider refused it or was unavailable, 2 usage error"""
+exit status: 0 the engine would accept the identity, 1 it would not (the provider refused the
+token or was unavailable, or the declared `username` selects no name), 2 usage error"""
 
 
 def _configure(parser: argparse.ArgumentParser) -> None:
@@ -83,12 +89,72 @@ def _run(args: argparse.Namespace) -> int:
         inspection = source.inspect_sync(args.provider, token)
     finally:
         source.close()
-    claims = _declared_claims(policy.providers[args.provider].spec.claims, inspection)
+    spec = policy.providers[args.provider].spec
+    claims = _declared_claims(spec.claims, inspection)
+    verdict = _verdict(inspection, spec, claims, args.policy)
     if args.format == "json":
-        out(json.dumps(_as_json(inspection, claims), indent=2, ensure_ascii=False))
+        out(json.dumps(_as_json(inspection, claims, verdict), indent=2, ensure_ascii=False))
     else:
-        _print_text(inspection, claims)
-    return EXIT_OK if isinstance(inspection.result, Identity) else EXIT_NEGATIVE
+        _print_text(inspection, claims, verdict)
+    return EXIT_OK if verdict.valid else EXIT_NEGATIVE
+
+
+@attrs.frozen
+class _Verdict:
+    """What the engine would decide about this answer, not only what the provider said: an
+    accepted token whose `username` selects nothing is refused (401) all the same."""
+
+    valid: bool
+    result: str
+    help: str | None = None
+
+
+def _verdict(
+    inspection: Inspection, spec: ProviderSpec, claims: list[tuple[str, str, Any]], file: str
+) -> _Verdict:
+    result = inspection.result
+    where = f"provider `{spec.name}` ({file}:{spec.span.line})"
+    if isinstance(result, Identity):
+        if result.principal(spec.name) is not None:
+            return _Verdict(True, _outcome(inspection))
+        path, value = next(((p, v) for n, p, v in claims if n == "username"), ("", MISSING))
+        found = "selects nothing" if value is MISSING else f"selects {_kind(value)}"
+        return _Verdict(
+            False,
+            "invalid: the provider accepted the token, but the engine would refuse it "
+            f"(401 invalid_token): `username = {path}` {found}",
+            f"`username` of {where} must select a non-empty string or a number; pick one of "
+            "the paths to strings below (those marked `username?` or `email?`)",
+        )
+    if isinstance(result, Invalid) and spec.success is not None and "`success`" in result.detail:
+        condition = _source_of(file, spec.success.span)
+        return _Verdict(
+            False,
+            _outcome(inspection),
+            f"`success = {condition}` of {where} does not hold for the response below",
+        )
+    return _Verdict(False, _outcome(inspection))
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, str):
+        return "an empty string"
+    if isinstance(value, bool):
+        return f"the boolean {json.dumps(value)}"
+    if isinstance(value, list):
+        return "a list" if value else "an empty list"
+    return "an object" if isinstance(value, dict) else f"`{json.dumps(value)}`"
+
+
+def _source_of(file: str, span: Span) -> str:
+    """The text of `span` in the policy file, for pointing at a condition as it is written."""
+    try:
+        lines = Path(file).read_text(encoding="utf-8-sig").splitlines()
+    except OSError:  # pragma: no cover - it was loaded a moment ago
+        return "..."
+    if span.line != span.end_line or not 0 < span.line <= len(lines):
+        return "..."
+    return lines[span.line - 1][span.column - 1 : span.end_column - 1]
 
 
 def _declared_claims(declared: Any, inspection: Inspection) -> list[tuple[str, str, Any]]:
@@ -117,10 +183,14 @@ def _outcome(inspection: Inspection) -> str:
     return f"{kind}: {result.detail}"
 
 
-def _print_text(inspection: Inspection, claims: list[tuple[str, str, Any]]) -> None:
+def _print_text(
+    inspection: Inspection, claims: list[tuple[str, str, Any]], verdict: _Verdict
+) -> None:
     out(f"endpoint: {inspection.url or '-'}")
     out(f"status:   {inspection.status if inspection.status is not None else '-'}")
-    out(f"result:   {_outcome(inspection)}")
+    out(f"result:   {verdict.result}")
+    if verdict.help is not None:
+        out(f"help:     {verdict.help}")
     if inspection.document is None:
         return
     out("")
@@ -138,13 +208,16 @@ def _print_text(inspection: Inspection, claims: list[tuple[str, str, Any]]) -> N
         out(f"  {name} = {path}  ->  {shown}")
 
 
-def _as_json(inspection: Inspection, claims: list[tuple[str, str, Any]]) -> dict[str, Any]:
+def _as_json(
+    inspection: Inspection, claims: list[tuple[str, str, Any]], verdict: _Verdict
+) -> dict[str, Any]:
     document = inspection.document
     return {
         "endpoint": inspection.url,
         "status": inspection.status,
-        "valid": isinstance(inspection.result, Identity),
-        "result": _outcome(inspection),
+        "valid": verdict.valid,
+        "result": verdict.result,
+        "help": verdict.help,
         "document": document,
         "paths": [
             {"path": path, "value": value, "hint": _hint(path, value) or None}

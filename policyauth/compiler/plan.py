@@ -47,6 +47,7 @@ class RulePlan:
     text: str  # the rule as written, for `explain` and test failure messages
     span: Span = attrs.field(eq=False)
     test: Test | None = attrs.field(eq=False, repr=False)  # None: a bare `allow`
+    label: str | None = None  # `allow "readers" if ...`: what tests and `explain` call it
 
 
 @attrs.frozen
@@ -190,6 +191,7 @@ def _route(index: int, route: ast.RouteDecl, model: CheckedPolicy, source: _Sour
             source.text_of(rule.span),
             rule.span,
             compile_expr(rule.condition, _rule_refs) if rule.condition is not None else None,
+            rule.label.value if rule.label is not None else None,
         )
         for rule in route.body.rules
     )

@@ -638,7 +638,11 @@ class TokenStore:
         if record is None or not hmac.compare_digest(bytes.fromhex(record.digest), presented):
             return Invalid("unknown token")
         if user is not None and user != record.user:
-            return Invalid("the user does not own this token")
+            # Both sides (the Basic user, the owner), so a script sending the wrong user name
+            # is told which one the token needs; user names are not secrets, tokens are.
+            return Invalid(
+                f"the Basic user is `{_escaped(user)}`, the token belongs to `{record.user}`"
+            )
         status = record.status(now)
         if status != "active":
             return Invalid(f"token {status}")
@@ -760,3 +764,9 @@ def _signature(status: os.stat_result) -> tuple[int, int, int, int, int]:
 def _seconds(duration: timedelta) -> str:
     """`60s`, `1.5s`: a duration as a warning shows it."""
     return f"{duration.total_seconds():g}s"
+
+
+def _escaped(text: str) -> str:
+    """A caller's text for a one-line message: printable, at most 80 characters."""
+    text = text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
+    return text if len(text) <= 80 else text[:77] + "..."

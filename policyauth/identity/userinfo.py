@@ -194,21 +194,23 @@ def judge_audience(
         return document
     if kind is Audience.GOOGLE_TOKENINFO:
         issued_to = {document.get("aud"), document.get("azp")}
-        return _seconds(document.get("expires_in")) if client_id in issued_to else _other()
+        if client_id in issued_to:
+            return _seconds(document.get("expires_in"))
+        return _other(client_id, document.get("azp"), document.get("aud"))
     if kind is Audience.GITLAB_TOKEN_INFO:
         application = document.get("application")
         uid = application.get("uid") if isinstance(application, dict) else None
-        return _seconds(document.get("expires_in")) if uid == client_id else _other()
+        return _seconds(document.get("expires_in")) if uid == client_id else _other(client_id, uid)
     if kind is Audience.GITHUB_APPLICATION:
         app = document.get("app")
         app_client = app.get("client_id") if isinstance(app, dict) else None
-        return None if app_client in (None, client_id) else _other()
+        return None if app_client in (None, client_id) else _other(client_id, app_client)
     if kind is Audience.FACEBOOK_DEBUG_TOKEN:
         data = document.get("data")
         if not isinstance(data, dict) or data.get("is_valid") is not True:
             return Invalid("the token is not valid")
         if str(data.get("app_id")) != client_id:
-            return _other()
+            return _other(client_id, data.get("app_id"))
         expires_at = data.get("expires_at")
         return _lifetime({"exp": expires_at}, now) if expires_at else None
     if document.get("active") is not True:
@@ -217,11 +219,25 @@ def judge_audience(
     audiences = audiences if isinstance(audiences, list) else [audiences]
     if client_id in (document.get("client_id"), document.get("azp"), *audiences):
         return _lifetime(document, now)
-    return _other()
+    return _other(client_id, document.get("client_id"), document.get("azp"), *audiences)
 
 
-def _other() -> Invalid:
-    return Invalid("the token was issued to another client")
+def _other(ours: str | None, *theirs: object) -> Invalid:
+    """Both sides, so whoever reads the decision can tell a wrong `client_id` in the policy from
+    a token of another app: `the token was issued to client `web`, the policy's client_id is
+    `api``. Client ids are public identifiers, never credentials."""
+    named = list(dict.fromkeys(_shown(str(t)) for t in theirs if isinstance(t, str | int) and t))
+    issued = ", ".join(f"`{n}`" for n in named[:3])
+    to = f"client {issued}" if len(named) == 1 else f"clients {issued}" if named else "no client"
+    return Invalid(
+        f"the token was issued to {to}, the policy's client_id is `{_shown(ours or '')}`"
+    )
+
+
+def _shown(text: str) -> str:
+    """Text from a provider's answer, safe for a one-line message: printable, and short."""
+    text = text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _seconds(value: object) -> float | None:
@@ -237,15 +253,26 @@ def judge_discovery(
     """The endpoints an OpenID Provider's discovery document names (OIDC Discovery 4); plain
     http ones only on loopback, or anywhere when the provider opted in with `insecure_http`."""
     if response.status != 200:
-        return Unavailable(f"discovery answered {response.status}")
+        return Unavailable(
+            f"discovery of `{_shown(issuer)}` answered {response.status}, not 200 with a document"
+        )
     document = parse_document(response)
     if isinstance(document, Unavailable):
         return document
-    if str(document.get("issuer", "")).rstrip("/") != issuer.rstrip("/"):
-        return Unavailable("the discovery document names another issuer")
+    named = document.get("issuer", "")
+    if str(named).rstrip("/") != issuer.rstrip("/"):
+        found = f"issuer `{_shown(str(named))}`" if named else "no issuer"
+        return Unavailable(
+            f"the discovery document names {found}, the policy says `{_shown(issuer)}`"
+        )
     endpoint = document.get("userinfo_endpoint")
-    if not isinstance(endpoint, str) or not _acceptable_url(endpoint, insecure_http):
-        return Unavailable("the discovery document has no usable `userinfo_endpoint`")
+    if not isinstance(endpoint, str):
+        return Unavailable("the discovery document names no `userinfo_endpoint`")
+    if not _acceptable_url(endpoint, insecure_http):
+        return Unavailable(
+            f"the discovery document names `userinfo_endpoint` `{_shown(endpoint)}`; policyauth "
+            "needs https (http only on loopback, or with `insecure_http = true`)"
+        )
     introspection = document.get("introspection_endpoint")
     if not isinstance(introspection, str) or not _acceptable_url(introspection, insecure_http):
         introspection = None

@@ -311,6 +311,8 @@ class Rule:
     kind: RuleKind
     condition: Expr | None  # None: a bare `allow`
     span: Span = _span()
+    # `allow "readers" if ...`: the name tests and `explain` use, which outlives line numbers.
+    label: StringValue | None = None
 
 
 @attrs.frozen

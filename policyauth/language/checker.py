@@ -24,6 +24,7 @@ from policyauth.diagnostics import Diagnostic, Severity, Span
 from policyauth.language import ast, validation_checks
 from policyauth.language.claimpath import ClaimPath, ClaimPathError, compile_claim_path
 from policyauth.language.durations import parse_duration
+from policyauth.language.labels import label_problems
 from policyauth.language.model import CheckedPolicy, Outbound, ProviderSpec, Settings, TokensSpec
 from policyauth.language.outbound import OUTBOUND_KEYS, resolve_outbound
 from policyauth.language.presets import (
@@ -758,6 +759,8 @@ class _Checker:
                 "add `allow` (any authenticated caller) or `allow if ...`",
             )
         self._distinguishable(body, providers)
+        for span, code, message, help in label_problems(route):
+            self.report(span, code, message, help)
 
         context = _RouteContext(
             complete=all(n in providers or n in tokens for n in names),
@@ -901,7 +904,8 @@ class _Checker:
                 error(
                     f"`{op.value}` needs a list on the right; {_what(expr.right)} is a "
                     f"{right if right != SCALAR else 'single value'}",
-                    "`in` never searches inside strings; use `==`, `startswith`, `endswith` "
+                    self._list_path_help(expr.right, ctx)
+                    or "`in` never searches inside strings; use `==`, `startswith`, `endswith` "
                     "or `matches`",
                 )
         else:
@@ -909,6 +913,25 @@ class _Checker:
                 error(f"`{op.value}` needs a string on the left; {_what(expr.left)} is a {left}")
             if right in (NUMBER, BOOL, LIST):
                 error(f"`{op.value}` needs a string on the right; {_what(expr.right)} is a {right}")
+
+    def _list_path_help(self, operand: ast.Operand, ctx: _RouteContext) -> str | None:
+        """For a claim declared by a path without `[*]`: the newcomer's usual mistake is the
+        path (it selects the list as one value), not the operator, so the help says `[*]`."""
+        if not isinstance(operand, ast.ClaimRef):
+            return None
+        for decl in self.policy.declarations:
+            if not isinstance(decl, ast.ProviderDecl) or decl.name.text not in ctx.authenticators:
+                continue
+            for entry in decl.entries:
+                if isinstance(entry, ast.ClaimDecl) and entry.name.text == operand.name:
+                    path = entry.path.text
+                    if path.endswith("[*]"):
+                        return None
+                    return (
+                        f"`{operand.name}` is declared `{path}`, which selects one value; if it "
+                        f"holds a list, select its items: `{operand.name} = {path}[*]`"
+                    )
+        return None
 
     def _provider_name(self, expr: ast.Compare, ctx: _RouteContext) -> None:
         for ref, other in ((expr.left, expr.right), (expr.right, expr.left)):

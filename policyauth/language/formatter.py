@@ -254,11 +254,12 @@ class _Printer:
         return _value(entry.value)
 
     def _rule(self, rule: ast.Rule) -> str:
+        label = f" {_value(rule.label)}" if rule.label is not None else ""
         if rule.condition is None:
-            return rule.kind.value
+            return rule.kind.value + label
         # `deny  if` lines its `if` up with `allow if`, as the language page does.
         keyword = rule.kind.value.ljust(len("allow"))
-        return f"{keyword} if {self._expr(rule.condition)}"
+        return f"{keyword}{label} if {self._expr(rule.condition)}"
 
     # expressions
 

@@ -122,23 +122,30 @@ RULES: tuple[Rule, ...] = (
 
 def lint(policy: ast.Policy, model: CheckedPolicy | None, *, source: str) -> list[Diagnostic]:
     """Warnings from every lint rule, less those silenced by an ignore comment on their line."""
+    found = []
+    for rule in RULES:
+        for span, code, message, help in rule(policy, model):
+            found.append(
+                Diagnostic.at(
+                    span, code, message, help=help, severity=Severity.WARNING, source=source
+                )
+            )
+    return silence(policy, found)
+
+
+def silence(policy: ast.Policy, diagnostics: list[Diagnostic]) -> list[Diagnostic]:
+    """`diagnostics` less the warnings an ignore comment on their line names.
+
+    Applied to every phase's output (the checker's PA201 as much as the lint rules), so a
+    warning can always be silenced where it is reported; errors never can.
+    """
     ignored: dict[int, set[str]] = {}
     for comment in policy.comments:
         match = _IGNORE.search(comment.text)
         if match:
             codes = {c.strip() for c in match[1].split(",")}
             ignored.setdefault(comment.span.line, set()).update(codes)
-    found = []
-    for rule in RULES:
-        for span, code, message, help in rule(policy, model):
-            if code in ignored.get(span.line, ()):
-                continue
-            found.append(
-                Diagnostic.at(
-                    span, code, message, help=help, severity=Severity.WARNING, source=source
-                )
-            )
-    return found
+    return [d for d in diagnostics if d.is_error or d.code not in ignored.get(d.line, ())]
 
 
 def _expressions(policy: ast.Policy) -> Iterator[ast.Expr]:

@@ -36,6 +36,8 @@ _PARAM_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # Characters a literal pattern segment may not hold: they are either pattern syntax or can never
 # appear in a canonical request path (the canonicalizer rejects them with 400).
 _FORBIDDEN_IN_SEGMENT = set("%;\\?#*{}") | {chr(c) for c in range(0x20)} | {"\x7f"}
+# `{name}` written inside a segment instead of as one (`/x{id}`, or `/x{public}` for `/x {public}`).
+_GLUED_PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 # What people call the terminals of the grammar, for "expected ..." messages.
 _TERMINAL_NAMES = {
@@ -350,14 +352,17 @@ class _Builder(Transformer[Token, Any]):
         segments: list[ast.PatternSegment] = []
         parts = [] if text == "/" else text[1:].split("/")
         params: set[str] = set()
+        column = span.column + 1
         for index, part in enumerate(parts):
-            segment = self._segment(part, index == len(parts) - 1, span, params)
+            at = Span(span.file, span.line, column, span.line, column + max(len(part), 1))
+            column += len(part) + 1
+            segment = self._segment(part, index == len(parts) - 1, span, params, at)
             if segment is not None:
                 segments.append(segment)
         return ast.PathPattern(text, tuple(segments), span)
 
     def _segment(
-        self, part: str, last: bool, span: Span, params: set[str]
+        self, part: str, last: bool, span: Span, params: set[str], at: Span
     ) -> ast.PatternSegment | None:
         def bad(message: str, help: str) -> None:
             self.c.problem(span, "PA005", message, help=help)
@@ -382,6 +387,24 @@ class _Builder(Transformer[Token, Any]):
             return None
         if part in (".", ".."):
             bad(f"`{part}` segment in the pattern", "requests with dot segments are rejected")
+            return None
+        if part.startswith(":") and _PARAM_NAME.fullmatch(part[1:]):
+            self.c.problem(
+                at,
+                "PA014",
+                f"`{part}` is not a parameter in a policy pattern",
+                f"parameters are written in braces, as a whole segment: `{{{part[1:]}}}`",
+            )
+            return None
+        glued = _GLUED_PARAM.search(part)
+        if glued:
+            self.c.problem(
+                at,
+                "PA014",
+                f"`{glued[0]}` inside the segment `{part}` is not a parameter",
+                f"a parameter is a whole segment: `/{{{glued[1]}}}`"
+                + ("; to open the route's block, put a space before `{`" if last else ""),
+            )
             return None
         if "*" in part or "{" in part or "}" in part:
             bad(
@@ -410,11 +433,16 @@ class _Builder(Transformer[Token, Any]):
 
     @_node
     def allow_rule(self, span: Span, children: list[Any]) -> ast.Rule:
-        return ast.Rule(ast.RuleKind.ALLOW, children[0], span)
+        label, condition = children
+        return ast.Rule(ast.RuleKind.ALLOW, condition, span, self._label(label))
 
     @_node
     def deny_rule(self, span: Span, children: list[Any]) -> ast.Rule:
-        return ast.Rule(ast.RuleKind.DENY, children[0], span)
+        label, condition = children
+        return ast.Rule(ast.RuleKind.DENY, condition, span, self._label(label))
+
+    def _label(self, token: Token | None) -> ast.StringValue | None:
+        return None if token is None else self._string(token)
 
     # expressions
 
@@ -525,7 +553,10 @@ def _expected_what(expected: set[str], terminals: dict[str, str]) -> str:
     possible first tokens."""
     if {"NOT", "LPAR"} <= expected:
         return "expected a condition"
-    return _expected_text(_describe_expected(expected, terminals))
+    names = _describe_expected(expected, terminals)
+    if {"IF", "STRING"} <= expected:  # right after `allow` or `deny`, a string is a label
+        names = sorted(["a rule label" if n == "a string" else n for n in names])
+    return _expected_text(names)
 
 
 _CONDITION_HELP = 'a condition reads like `"admins" in groups` or `username == "alice"`'
@@ -606,6 +637,16 @@ def _syntax_diagnostic(exc: UnexpectedInput, collector: _Collector) -> Diagnosti
             )
         if char == "=" and expected & {"STRING", "NAME", "NUMBER"}:
             return make("PA002", "unexpected `=`", "compare with `==`, assign with one `=`")
+        foreign = _foreign_operator(line_of(collector.source, line)[column - 1 :])
+        if foreign is not None:
+            written, ours = foreign
+            return make(
+                "PA012",
+                f"`{written}` is not an operator in a policy; write `{ours}`",
+                _CONDITION_HELP.replace("a condition reads like", "conditions read like")
+                + ", joined with `and`, `or` and negated with `not`",
+                len(written),
+            )
         if char == "'" and "STRING" in expected:
             return make(
                 "PA001",
@@ -625,6 +666,9 @@ def _syntax_diagnostic(exc: UnexpectedInput, collector: _Collector) -> Diagnosti
         what = _expected_what(expected, terminals)
         text = str(token)
         width = len(text) if "\n" not in text else 1
+        glued = _glued_block(collector, line, column) if "LBRACE" in expected else None
+        if glued is not None:
+            return glued
         if token.type == "$END":
             help = "a block opened with `{` is not closed" if "RBRACE" in expected else None
             if what == "expected a condition":
@@ -659,6 +703,30 @@ def _syntax_diagnostic(exc: UnexpectedInput, collector: _Collector) -> Diagnosti
                 help="claim paths look like `$.email`, `$.roles[*]` or `$['cognito:groups'][*]`",
                 source=collector.source,
             )
+        worded = _worded_duration(collector, line, column) if "EQUAL" in expected else None
+        if worded is not None:
+            return worded
+        labelled = re.search(r'\b(allow|deny)\s+("(?:[^"\\]|\\.)*")\s*$', before)
+        if labelled and "IF" in expected:
+            # `allow "admins" in groups`: the string reads as the rule's label.
+            keyword, label = labelled[1], labelled[2]
+            rest = source_line[column - 1 :].split("#", 1)[0].strip()
+            return make(
+                "PA002",
+                f"unexpected `{_printable(text)}`; {what}",
+                f"a string after `{keyword}` is the rule's label; a condition follows `if`: "
+                f"`{keyword} if {_printable(label)} {_printable(rest)}`",
+                width,
+            )
+        if token.type == "NAME" and text == "contains":
+            operands = re.search(r'(\S+)\s+contains\s+("(?:[^"\\]|\\.)*"|[^\s()]+)', source_line)
+            example = f"{operands[2]} in {operands[1]}" if operands else '"admins" in groups'
+            return make(
+                "PA012",
+                "`contains` is not an operator in a policy; membership is `VALUE in LIST`",
+                f"write `{example}`",
+                width,
+            )
         keyword = before.strip()
         if expected == {"EQUAL"} and keyword in _DECLARATIONS:
             # Inside a block a declaration keyword reads as a setting name: the block above
@@ -686,12 +754,20 @@ def _syntax_diagnostic(exc: UnexpectedInput, collector: _Collector) -> Diagnosti
             return make("PA002", "`=` assigns; compare with `==`", "write `==`", width)
         if text == "==" and "EQUAL" in expected:
             return make("PA002", "`==` compares; assign a setting with `=`", "write `=`", width)
-        if token.type == "NAME" and expected & {"STRING", "NUMBER", "DURATION"}:
+        if (
+            token.type == "NAME"
+            and expected & {"STRING", "NUMBER", "DURATION"}
+            and "IF" not in expected
+        ):
+            # The whole unquoted word, `scripts.tokens` rather than the name `scripts` the
+            # lexer stopped at, so the suggested string is the file name that was meant.
+            word = re.match(r"[A-Za-z0-9_./-]+", source_line[column - 1 :])
+            written = word[0] if word else text
             return make(
                 "PA002",
-                f"expected a value, found `{text}`",
-                f'strings are written in double quotes: `"{text}"`',
-                width,
+                f"expected a value, found `{_printable(written)}`",
+                f'strings are written in double quotes: `"{_printable(written)}"`',
+                len(written),
             )
         if "RBRACE" in expected and token.type in {"ROUTE", "PROVIDER", "TOKENS", "SETTINGS"}:
             return make(
@@ -702,7 +778,7 @@ def _syntax_diagnostic(exc: UnexpectedInput, collector: _Collector) -> Diagnosti
             )
         if token.type == "LBRACE" and "IF" in expected:
             return make("PA002", "`deny` needs a condition", "write `deny if EXPR`", width)
-        if "IF" in expected and token.type != "IF" and expected <= {"IF"}:
+        if "IF" in expected and token.type != "IF" and expected <= {"IF", "STRING"}:
             return make(
                 "PA002",
                 f"expected `if` after `deny`, found `{_printable(text)}`",
@@ -715,6 +791,82 @@ def _syntax_diagnostic(exc: UnexpectedInput, collector: _Collector) -> Diagnosti
     if isinstance(exc, UnexpectedEOF):  # pragma: no cover - LALR reports `$END` tokens instead
         return Diagnostic.at(span, "PA003", "unexpected end of file", source=collector.source)
     return Diagnostic.at(span, "PA002", "syntax error", source=collector.source)  # pragma: no cover
+
+
+# Operators of other languages, as newcomers write them, and the policy's word for each.
+_FOREIGN_OPERATORS = (("&&", "and"), ("||", "or"), ("!", "not"))
+
+
+def _foreign_operator(rest: str) -> tuple[str, str] | None:
+    """`(written, ours)` when `rest` (the line from the error on) starts with `&&`, `||` or a
+    `!` that is not `!=`."""
+    for written, ours in _FOREIGN_OPERATORS:
+        if rest.startswith(written) and not rest.startswith("!="):
+            return written, ours
+    return None
+
+
+_DURATION_WORDS = {
+    "ms": "ms", "millisecond": "ms", "milliseconds": "ms", "msec": "ms",
+    "s": "s", "sec": "s", "secs": "s", "second": "s", "seconds": "s",
+    "m": "m", "min": "m", "mins": "m", "minute": "m", "minutes": "m",
+    "h": "h", "hr": "h", "hrs": "h", "hour": "h", "hours": "h",
+    "d": "d", "day": "d", "days": "d",
+}  # fmt: skip
+
+
+def _text_before(source: str, line: int, column: int) -> str:
+    """The source text before 1-based (`line`, `column`), with its line breaks as `\\n`."""
+    lines = source.splitlines()
+    return "\n".join([*lines[: line - 1], line_of(source, line)[: column - 1]])
+
+
+def _worded_duration(collector: _Collector, line: int, column: int) -> Diagnostic | None:
+    """`cache_ttl = 5 minutes`: the parser reads `minutes` as the next setting's name and fails
+    where that setting has no `=`, often a line later. Point at `5 minutes` instead."""
+    before = _text_before(collector.source, line, column)
+    found = re.search(r"=[ \t]*([0-9]+(?:\.[0-9]+)?)[ \t]+([A-Za-z]+)\s*$", before)
+    if found is None:
+        return None
+    start = found.start(1)
+    at_line = before.count("\n", 0, start) + 1
+    at_column = start - (before.rfind("\n", 0, start) + 1) + 1
+    written = f"{found[1]} {found[2]}"
+    unit = _DURATION_WORDS.get(found[2].lower())
+    help = (
+        f"a duration is one word, a whole number and its unit: write `{found[1]}{unit}`"
+        if unit is not None and "." not in found[1]
+        else "a duration is a whole number and one unit of ms, s, m, h or d: `30s`, `5m`"
+    )
+    span = Span(collector.file, at_line, at_column, at_line, at_column + len(written))
+    return Diagnostic.at(
+        span,
+        "PA013",
+        f"`{written}` is not a duration",
+        help=help,
+        source=collector.source,
+    )
+
+
+def _glued_block(collector: _Collector, line: int, column: int) -> Diagnostic | None:
+    """`route GET /x{public}`: the pattern took `{public}` as a parameter glued to `x`, and the
+    route's own `{` is missing. Point at the glued braces, not at what follows."""
+    before = _text_before(collector.source, line, column)
+    found = re.search(r"/[^\s#]*?[^/\s{}#](\{[A-Za-z_][A-Za-z0-9_]*\})\s*$", before)
+    if found is None:
+        return None
+    start = found.start(1)
+    at_line = before.count("\n", 0, start) + 1
+    at_column = start - (before.rfind("\n", 0, start) + 1) + 1
+    span = Span(collector.file, at_line, at_column, at_line, at_column + len(found[1]))
+    path = found[0].rstrip()[: -len(found[1])]
+    return Diagnostic.at(
+        span,
+        "PA014",
+        f"`{found[1]}` is glued to the path, so it reads as a parameter, not as the route's block",
+        help=f"put a space before `{{` to open the route's block: `{path} {found[1]}`",
+        source=collector.source,
+    )
 
 
 def _end_position(source: str) -> tuple[int, int]:

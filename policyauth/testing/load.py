@@ -110,6 +110,7 @@ class _ExpectData:
     rule_line: int | None = None
     route_line: int | None = None
     headers: tuple[tuple[str, ...], ...] | None = None
+    rule: str | None = None
     username: str | None = None
     provider: str | None = None
     asked: tuple[str, ...] | None = None
@@ -409,6 +410,7 @@ def _expectation(data: _ExpectData, stated: frozenset[str], index: int, fail: _F
         status=data.status,
         reason=reason,
         rule_line=data.rule_line,
+        rule=data.rule,
         route_line=data.route_line,
         headers=headers,
         username=data.username,

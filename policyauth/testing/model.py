@@ -46,15 +46,18 @@ class CaseRequest:
 class Expectation:
     """The decision a case expects.
 
-    `status`, `reason` and `rule_line` are always checked (`rule_line` None: no rule decided).
-    The other fields are checked only when the file states them; `stated` holds the keys it
-    states, because for `route_line`, `username` and `provider` an explicit `null` is an
-    assertion ("no route", "no principal") and must not be confused with leaving them out.
+    `status`, `reason` and `rule_line` are always checked (`rule_line` None: no rule decided),
+    unless the case names the deciding rule by its label (`rule`), which survives `policyauth
+    fmt` moving the rule; then `rule_line` is checked only if stated too. The other fields are
+    checked only when the file states them; `stated` holds the keys it states, because for
+    `route_line`, `username` and `provider` an explicit `null` is an assertion ("no route",
+    "no principal") and must not be confused with leaving them out.
     """
 
     status: int
     reason: Reason
     rule_line: int | None = None
+    rule: str | None = None  # the deciding rule's label, when the case names it (`null`: no rule)
     route_line: int | None = None
     headers: tuple[tuple[str, str], ...] | None = None
     username: str | None = None

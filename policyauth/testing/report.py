@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from policyauth.decision import Decision
 from policyauth.diagnostics import Span
-from policyauth.testing.run import CaseResult, rule_text
+from policyauth.testing.run import CaseResult, label_text, rule_text
 
 __all__ = ["render_failure", "shown", "summary"]
 
@@ -36,10 +36,14 @@ def render_failure(result: CaseResult) -> str:
         return head + (result.error or "the case could not be run")
     # The rule always (it is always checked), then only the other keys that differ, so that
     # the line stays short and shows what to look at.
-    expected = [rule_text(expect.rule_line)]
-    actual = [rule_text(_line(decision.rule))]
+    if expect.states("rule"):  # named by its label: the label is what the case checks
+        expected = [label_text(expect.rule)]
+        actual = [label_text(decision.rule_label, decision.rule)]
+    else:
+        expected = [rule_text(expect.rule_line)]
+        actual = [rule_text(_line(decision.rule))]
     details = {mismatch.key: mismatch for mismatch in result.mismatches}
-    for key in _DETAIL_KEYS:
+    for key in ("rule_line", *_DETAIL_KEYS) if expect.states("rule") else _DETAIL_KEYS:
         mismatch = details.get(key)
         if mismatch is not None:
             expected.append(shown(mismatch.expected))

@@ -31,6 +31,7 @@ __all__ = [
     "Mismatch",
     "RecordingIdentitySource",
     "compare",
+    "label_text",
     "route_text",
     "rule_text",
     "run_case",
@@ -155,7 +156,10 @@ def compare(expect: Expectation, decision: Decision, asked: Sequence[str]) -> tu
 
     check("status", str(expect.status), str(decision.status))
     check("reason", expect.reason.value, decision.reason.value)
-    check("rule_line", rule_text(expect.rule_line), rule_text(_line(decision.rule)))
+    if expect.states("rule"):
+        check("rule", label_text(expect.rule), label_text(decision.rule_label, decision.rule))
+    if expect.states("rule_line") or not expect.states("rule"):
+        check("rule_line", rule_text(expect.rule_line), rule_text(_line(decision.rule)))
     if expect.states("route_line"):
         check("route_line", route_text(expect.route_line), route_text(_line(decision.route)))
     if expect.states("headers") and expect.headers is not None:
@@ -180,6 +184,14 @@ def compare(expect: Expectation, decision: Decision, asked: Sequence[str]) -> tu
 
 def _line(span: Span | None) -> int | None:
     return None if span is None else span.line
+
+
+def label_text(label: str | None, rule: Span | None = None) -> str:
+    """`rule "readers"`, `an unlabelled rule` or `no rule`: how failures show a rule named by
+    its label (`rule` is the deciding rule's place, to tell an unlabelled rule from none)."""
+    if label is not None:
+        return f'rule "{label}"'
+    return "an unlabelled rule" if rule is not None else "no rule"
 
 
 def rule_text(line: int | None) -> str:

@@ -136,6 +136,7 @@ def test_deny_overrides_allow_and_exits_1(run, identity):
         "reason": "denied",
         "message": "a deny rule holds",
         "rule": {"file": KEYCLOAK, "line": MASTER, "column": 3},
+        "rule_label": None,
         "headers": [],
     }
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+import policyauth
 from policyauth.cli import Command
 from policyauth.cli import lint as lint_module
 from policyauth.cli.main import COMMANDS, load_command
@@ -275,3 +276,24 @@ def test_the_console_script_reports_a_missing_file_without_a_traceback(tmp_path)
     assert completed.stderr == (
         "policyauth: cannot read missing.policy: No such file or directory\n"
     )
+
+
+def test_an_ignore_comment_silences_a_checker_warning_too(run, tmp_path):
+    """PA201 comes from the checker, not a lint rule; its line's ignore comment silences it."""
+    text = (
+        "provider local {\n"
+        '  userinfo = "http://127.0.0.1:9000/userinfo"  # policyauth: ignore[PA201]\n'
+        "  username = $.sub\n"
+        "}\n"
+    )
+    path = write(tmp_path, "local.policy", text + CLEAN)
+    result = run("lint", str(path))
+    assert (result.code, result.out) == (0, "")
+    loud = write(tmp_path, "loud.policy", text.replace("  # policyauth: ignore[PA201]", "") + CLEAN)
+    result = run("lint", str(loud))
+    assert result.code == 1
+    assert result.out.splitlines()[0] == (
+        f"{loud}:2:14: PA201 `userinfo` uses http on a loopback address (warning)"
+    )
+    policy = policyauth.load(path)
+    assert [w.code for w in policy.warnings] == []

@@ -182,3 +182,49 @@ def test_explain_token_conflicts_are_usage_errors(
     argv = ["explain", policy, "--method", "GET", "--path", "/docs/a", "--token", GOOD]
     assert main([*argv, "--header", "Authorization: Bearer x"]) == 2
     assert "--token sets the Authorization header" in capsys.readouterr().err
+
+
+def test_a_username_path_that_selects_nothing_is_not_valid(
+    server: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The provider accepts the token, but the engine refuses an identity without a username
+    (401): `userinfo` says so, exits 1 and points at the claim path (issue 15)."""
+    path = tmp_path / "typo.policy"
+    path.write_text(
+        f'provider corp {{\n  userinfo = "{server}"\n  username = $.preferred_name\n}}\n'
+    )
+    code = main(["userinfo", str(path), "--provider", "corp", "--token", GOOD])
+    lines = capsys.readouterr().out.splitlines()
+    assert code == 1
+    assert lines[2] == (
+        "result:   invalid: the provider accepted the token, but the engine would refuse it "
+        "(401 invalid_token): `username = $.preferred_name` selects nothing"
+    )
+    assert lines[3] == (
+        f"help:     `username` of provider `corp` ({path}:1) must select a non-empty string or "
+        "a number; pick one of the paths to strings below (those marked `username?` or `email?`)"
+    )
+    assert '  $.preferred_username = "ann"    <- username?' in lines
+    path.write_text(path.read_text().replace("$.preferred_name", "$.realm_access"))
+    code = main(["userinfo", str(path), "--provider", "corp", "--token", GOOD, "--format", "json"])
+    report = json.loads(capsys.readouterr().out)
+    assert (code, report["valid"]) == (1, False)
+    assert report["result"].endswith("`username = $.realm_access` selects an object")
+
+
+def test_a_failing_success_condition_is_named_with_its_place(
+    server: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "slackish.policy"
+    path.write_text(
+        f'provider corp {{\n  userinfo = "{server}"\n  username = $.preferred_username\n'
+        "  success  = $.ok == true\n}\n"
+    )
+    code = main(["userinfo", str(path), "--provider", "corp", "--token", GOOD])
+    lines = capsys.readouterr().out.splitlines()
+    assert code == 1
+    assert lines[2:4] == [
+        "result:   invalid: the response does not meet the provider's `success` condition",
+        f"help:     `success = $.ok == true` of provider `corp` ({path}:1) does not hold for "
+        "the response below",
+    ]

@@ -230,6 +230,10 @@ rules = st.one_of(
     st.just(["allow"]),
     expressions.map(lambda e: ["allow", "if", *e]),
     expressions.map(lambda e: ["deny", "if", *e]),
+    # labelled rules (`allow "readers" if ...`), which the formatter must keep
+    strings().map(lambda label: ["allow", label]),
+    st.tuples(strings(), expressions).map(lambda t: ["allow", t[0], "if", *t[1]]),
+    st.tuples(strings(), expressions).map(lambda t: ["deny", t[0], "if", *t[1]]),
 )
 route_bodies = st.one_of(
     st.just(["public"]),

@@ -95,7 +95,9 @@ def test_gitlab_token_of_our_application_passes() -> None:
 def test_gitlab_token_of_another_application_is_401() -> None:
     decision = decide(GITLAB, Provider({"nickname": "ann"}, gitlab_info("someone-else")))
     assert (decision.status, decision.reason) == (401, "invalid_token")
-    assert decision.message == "the token was issued to another client"
+    assert decision.message == (
+        "the token was issued to client `someone-else`, the policy's client_id is `gl-app`"
+    )
 
 
 # --- GitHub: POST /applications/{client_id}/token with the app's credentials --------------------
@@ -218,7 +220,7 @@ def test_keycloak_introspection_of_our_client_passes() -> None:
         ({"active": False}, "the token is not active"),
         (
             {"active": True, "client_id": "other", "azp": "other"},
-            "the token was issued to another client",
+            "the token was issued to client `other`, the policy's client_id is `api`",
         ),
     ],
 )

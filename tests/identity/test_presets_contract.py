@@ -667,24 +667,41 @@ async def test_oidc_discovery_happens_once(
 
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize(
-    "reply",
+    ("reply", "message"),
     [
-        Reply(500, "oops"),
-        Reply(200, {"issuer": "https://evil.example.com", "userinfo_endpoint": "https://x/u"}),
-        Reply(200, {"issuer": "https://idp.example.com", "userinfo_endpoint": "http://x/u"}),
-        Reply(200, {"issuer": "https://idp.example.com"}),
+        (
+            Reply(500, "oops"),
+            "discovery of `https://idp.example.com` answered 500, not 200 with a document",
+        ),
+        (
+            Reply(200, {"issuer": "https://evil.example.com", "userinfo_endpoint": "https://x/u"}),
+            # both sides (issue 15): what the document names, and what the policy says
+            "the discovery document names issuer `https://evil.example.com`, the policy says "
+            "`https://idp.example.com`",
+        ),
+        (
+            Reply(200, {"issuer": "https://idp.example.com", "userinfo_endpoint": "http://x/u"}),
+            "the discovery document names `userinfo_endpoint` `http://x/u`; policyauth needs "
+            "https (http only on loopback)",
+        ),
+        (
+            Reply(200, {"issuer": "https://idp.example.com"}),
+            "the discovery document names no `userinfo_endpoint`",
+        ),
     ],
     ids=["500", "other-issuer", "plain-http-endpoint", "no-userinfo-endpoint"],
 )
 async def test_oidc_discovery_failing_is_503_and_retried(
-    reply: Reply, mode: str, aengines: Engines, server: ProviderApp
+    reply: Reply, message: str, mode: str, aengines: Engines, server: ProviderApp
 ) -> None:
     engine, _transport = aengines("oidc")
     token = new_token()
     server.grant(token, OIDC_USERINFO)
     server.script("", reply, path="/.well-known/openid-configuration")
 
-    assert_unavailable(await decide(engine, mode, "/oidc", token))
+    refused = await decide(engine, mode, "/oidc", token)
+    assert_unavailable(refused)
+    assert refused.message == message
     assert server.count(path="/userinfo") == 0  # the token went nowhere
     del server.scripts[("/.well-known/openid-configuration", "")]
     assert_allowed(await decide(engine, mode, "/oidc", token), "oidc")

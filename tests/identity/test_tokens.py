@@ -347,7 +347,10 @@ def test_basic_credentials_need_the_token_s_user(store_path: Path, clock: FakeCl
         {"username": "ci-bot", "groups": ["deploy"]}
     )
     assert store.verify(BasicCredential("admin", token)) == Invalid(
-        "the user does not own this token"
+        "the Basic user is `admin`, the token belongs to `ci-bot`"
+    )
+    assert store.verify(BasicCredential("ad\nmin", token)) == Invalid(
+        "the Basic user is `ad\\nmin`, the token belongs to `ci-bot`"
     )
     assert store.verify(BasicCredential("ci-bot", "password")) == Invalid("malformed token")
 

@@ -277,6 +277,20 @@ CASES = [
          route("allow if param.id == username", head="route GET /a/{name}"), [
         ("PA124", 9, 12, "`param.id` is not captured by this route's pattern"),
     ]),
+    # --- PA143, PA144 rule labels ------------------------------------------------------------
+    Case("PA143 a label used twice in a route",
+         route('deny "staff" if "x" in groups\n  allow "staff" if "staff" in groups'), [
+        ("PA143", 10, 9, 'the label "staff" is already used at line 9 of this route'),
+    ]),
+    Case("PA143 not across routes",
+         route('allow "staff" if "staff" in groups')
+         + 'route GET /b {\n  auth corp\n  allow "staff" if "staff" in groups\n}\n', []),
+    Case("PA144 an empty label", route('allow "" if "staff" in groups'), [
+        ("PA144", 9, 9, "a rule label must be a non-empty line of printable text"),
+    ]),
+    Case("PA144 a label over two lines", route('allow "a\\nb" if "staff" in groups'), [
+        ("PA144", 9, 9, "a rule label must be a non-empty line of printable text"),
+    ]),
     # --- warnings ----------------------------------------------------------------------------
     Case("PA201 http on 127.0.0.1",
          provider('userinfo = "http://127.0.0.1:8080/userinfo"', "username = $.sub"), [
@@ -533,3 +547,23 @@ def test_one_error_in_a_provider_does_not_echo_in_its_routes() -> None:
 
 def test_unknown_preset_does_not_report_missing_username() -> None:
     assert [d.code for d in found(provider('preset = "zzz"', name="g"))[1]] == ["PA105"]
+
+
+def test_pa112_on_a_list_path_without_items_suggests_the_items_not_another_operator():
+    """`groups = $.groups` selects the list as one value; `"x" in groups` then fails, and the
+    fix is `[*]` on the path (issue 15), not `==`."""
+    text = PROVIDER.replace("$.groups[*]", "$.groups") + "route GET /a {\n  auth corp\n"
+    text += '  allow if "admins" in groups\n}\n'
+    with pytest.raises(policyauth.PolicyError) as caught:
+        policyauth.loads(text, "t.policy")
+    [found] = caught.value.diagnostics
+    assert (found.code, found.line, found.column, found.message) == (
+        "PA112",
+        9,
+        12,
+        "`in` needs a list on the right; `groups` is a single value",
+    )
+    assert found.help == (
+        "`groups` is declared `$.groups`, which selects one value; if it holds a list, select "
+        "its items: `groups = $.groups[*]`"
+    )

@@ -46,6 +46,10 @@ BODY_HELP = "a route body is `public`, or `auth NAME, ...` followed by rules"
 CONDITION_HELP = 'a condition reads like `"admins" in groups` or `username == "alice"`'
 DENY_HELP = "a deny rule needs a condition: `deny if EXPR`"
 NOT_CLOSED = "the block above is not closed with `}`"
+FOREIGN_HELP = (
+    'conditions read like `"admins" in groups` or `username == "alice"`, joined with `and`, '
+    "`or` and negated with `not`"
+)
 DECLARATIONS = "`provider`, `route`, `settings`, `tokens`, the end of the file"
 
 CASES = [
@@ -53,7 +57,7 @@ CASES = [
         "missing brace at end of file",
         PROVIDER + "route GET /a {\n  auth corp\n  allow\n",
         "PA003", 9, 8,
-        "unexpected end of file; expected one of `allow`, `deny`, `if`, `}`",
+        "unexpected end of file; expected one of `allow`, `deny`, `if`, `}`, a rule label",
         "a block opened with `{` is not closed",
     ),
     Case(
@@ -197,8 +201,15 @@ CASES = [
     ),
     Case(
         "`deny` without `if`",
+        route('deny username == "eve"\n  allow'),
+        "PA002", 9, 8, "expected `if` after `deny`, found `username`", DENY_HELP,
+    ),
+    Case(
+        "`deny` without `if`, a string first: it reads as the rule's label",
         route('deny "contractors" in groups\n  allow'),
-        "PA002", 9, 8, 'expected `if` after `deny`, found `"contractors"`', DENY_HELP,
+        "PA002", 9, 22, "unexpected `in`; expected `if`",
+        "a string after `deny` is the rule's label; a condition follows `if`: "
+        '`deny if "contractors" in groups`',
     ),
     Case(
         "`deny` with nothing after it",
@@ -276,6 +287,80 @@ CASES = [
         "unknown declaration",
         "rule GET /a {\n  public\n}\n",
         "PA002", 1, 1, f"unexpected `rule`; expected one of {DECLARATIONS}", None,
+    ),
+    # --- what newcomers write (issue 15): another language's habits, with the rewrite -------
+    Case(
+        "`&&` for and",
+        route('allow if username == "a" && "x" in groups'),
+        "PA012", 9, 28, "`&&` is not an operator in a policy; write `and`", FOREIGN_HELP,
+    ),
+    Case(
+        "`||` for or",
+        route('allow if username == "a" || "x" in groups'),
+        "PA012", 9, 28, "`||` is not an operator in a policy; write `or`", FOREIGN_HELP,
+    ),
+    Case(
+        "`!` for not",
+        route('allow if !("x" in groups)'),
+        "PA012", 9, 12, "`!` is not an operator in a policy; write `not`", FOREIGN_HELP,
+    ),
+    Case(
+        "`contains` for in",
+        route('allow if groups contains "admins"'),
+        "PA012", 9, 19,
+        "`contains` is not an operator in a policy; membership is `VALUE in LIST`",
+        'write `"admins" in groups`',
+    ),
+    Case(
+        "a duration in words, reported where it is written",
+        "settings {\n  cache_ttl = 5 minutes\n  timeout   = 3s\n}\n",
+        "PA013", 2, 15, "`5 minutes` is not a duration",
+        "a duration is one word, a whole number and its unit: write `5m`",
+    ),
+    Case(
+        "a duration in words as the last setting",
+        "settings {\n  timeout = 30 seconds\n}\n",
+        "PA013", 2, 13, "`30 seconds` is not a duration",
+        "a duration is one word, a whole number and its unit: write `30s`",
+    ),
+    Case(
+        "`:id` for a parameter",
+        "route GET /items/:id {\n  public\n}\n",
+        "PA014", 1, 18, "`:id` is not a parameter in a policy pattern",
+        "parameters are written in braces, as a whole segment: `{id}`",
+    ),
+    Case(
+        "`{x}` glued inside a segment",
+        "route GET /x{public} {\n  public\n}\n",
+        "PA014", 1, 12, "`{public}` inside the segment `x{public}` is not a parameter",
+        "a parameter is a whole segment: `/{public}`; to open the route's block, put a space "
+        "before `{`",
+    ),
+    Case(
+        "`{x}` glued inside a middle segment",
+        "route GET /x{id}/y {\n  public\n}\n",
+        "PA014", 1, 12, "`{id}` inside the segment `x{id}` is not a parameter",
+        "a parameter is a whole segment: `/{id}`",
+    ),
+    Case(
+        "the route's block glued to its pattern",
+        "route GET /health{public}\n",
+        "PA014", 1, 18,
+        "`{public}` is glued to the path, so it reads as a parameter, not as the route's block",
+        "put a space before `{` to open the route's block: `/health {public}`",
+    ),
+    Case(
+        "a condition without `if` after `allow` reads as a label",
+        route('allow "admins" in groups'),
+        "PA002", 9, 18, "unexpected `in`; expected one of `allow`, `deny`, `if`, `}`",
+        "a string after `allow` is the rule's label; a condition follows `if`: "
+        '`allow if "admins" in groups`',
+    ),
+    Case(
+        "an unquoted file name",
+        'tokens ci {\n  store = scripts.tokens\n}\n',
+        "PA002", 2, 11, "expected a value, found `scripts.tokens`",
+        'strings are written in double quotes: `"scripts.tokens"`',
     ),
 ]  # fmt: skip
 

@@ -14,7 +14,17 @@ from pathlib import Path
 
 import pytest
 from pygments.lexers import get_lexer_by_name, get_lexer_for_filename
-from pygments.token import Comment, Error, Keyword, Name, Number, Operator, Punctuation, String
+from pygments.token import (
+    Comment,
+    Error,
+    Keyword,
+    Name,
+    Number,
+    Operator,
+    Punctuation,
+    String,
+    Whitespace,
+)
 
 from policyauth.pygments import (
     BODY_KEYWORDS,
@@ -103,6 +113,13 @@ def test_regexes_params_builtins_and_ignore_comments():
 def test_strings_show_their_escapes():
     found = tokens('settings {\n  realm = "a\\"b\\u00e9"\n}\n')
     assert [value for kind, value in found if kind in String.Escape] == ['\\"', "\\u00e9"]
+
+
+def test_a_rule_label_is_a_label_not_a_string_value():
+    found = tokens('route GET /a {\n  auth corp\n  deny "no \\"eve\\"" if username == "eve"\n}\n')
+    assert contains(found, [(Keyword, "deny"), (Whitespace, " "), (Name.Label, '"no \\"eve\\""')])
+    assert (Operator, "==") in found
+    assert [value for kind, value in found if kind in Error] == []
 
 
 @pytest.mark.parametrize("path", POLICIES, ids=lambda p: f"{p.parent.name}/{p.name}")
