@@ -682,7 +682,7 @@ async def test_oidc_discovery_happens_once(
         (
             Reply(200, {"issuer": "https://idp.example.com", "userinfo_endpoint": "http://x/u"}),
             "the discovery document names `userinfo_endpoint` `http://x/u`; policyauth needs "
-            "https (http only on loopback)",
+            "https (http only on loopback, or with `insecure_http = true`)",
         ),
         (
             Reply(200, {"issuer": "https://idp.example.com"}),

@@ -208,7 +208,9 @@ def test_discovery_hands_out_plain_http_only_with_the_opt_in() -> None:
     response = Response(200, {"content-type": "application/json"}, document)
     refused = judge_discovery(issuer, response)
     assert getattr(refused, "detail", "") == (
-        "the discovery document has no usable `userinfo_endpoint`"
+        "the discovery document names `userinfo_endpoint` "
+        "`http://keycloak:8080/realms/dev/userinfo`; policyauth needs https "
+        "(http only on loopback, or with `insecure_http = true`)"
     )
     accepted = judge_discovery(issuer, response, insecure_http=True)
     assert getattr(accepted, "userinfo", None) == "http://keycloak:8080/realms/dev/userinfo"
