@@ -12,6 +12,7 @@ For a tokens block, the local store answers; it needs no cache.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import threading
 import time
@@ -47,6 +48,7 @@ from policyauth.language.presets import Audience
 from policyauth.request import BearerCredential
 
 log = logging.getLogger("policyauth.identity")
+_TAGS = itertools.count()  # cache key tags, unique in the process
 
 
 @attrs.frozen
@@ -78,16 +80,23 @@ class RemoteIdentitySource:
     ) -> None:
         settings = policy.settings
         self._policy = policy
+        self._transport = transport
+        self._cache_size = cache_size
+        self._clock = clock or time.monotonic
         self._timeout = settings.timeout_ms / 1000
         self._client = UserinfoClient(self._timeout, transport)
         self._cache = IdentityCache(
             ttl=settings.cache_ttl_ms / 1000,
             negative_ttl=settings.negative_ttl_ms / 1000,
             max_entries=cache_size,
-            clock=clock or time.monotonic,
+            clock=self._clock,
         )
         self._stores = {name: TokenStore(spec.store) for name, spec in policy.tokens.items()}
         self._providers = dict(policy.providers)  # a plain dict: looked up on every request
+        # Each provider's cache entries are keyed under a tag that names its settings: a
+        # successor (after a reload) keeps the tag of a provider whose settings are unchanged,
+        # so its cached identities stay, and gives a changed one a new tag, so they are gone.
+        self._tags = {name: f"{name}\0{next(_TAGS)}" for name in policy.providers}
         self._endpoints: dict[str, Endpoints] = {}  # provider -> what discovery found
         self._async_flights: dict[bytes, asyncio.Future[IdentityResult]] = {}
         self._leaders: set[asyncio.Task[None]] = set()  # running calls, kept from the GC
@@ -105,7 +114,7 @@ class RemoteIdentitySource:
         provider, token = self._providers.get(authenticator), _token(credential)
         if provider is None or token is None:
             return Invalid("this authenticator does not take this credential")
-        return self._cache.get(self._cache.key(authenticator, token))
+        return self._cache.get(self._cache.key(self._tags[authenticator], token))
 
     async def identify(self, authenticator: str, credential: Credential) -> IdentityResult:
         at_hand = self.identify_now(authenticator, credential)
@@ -113,7 +122,7 @@ class RemoteIdentitySource:
             return at_hand
         provider, token = self._policy.providers[authenticator], _token(credential)
         assert token is not None  # identify_now answered every other case
-        key = self._cache.key(authenticator, token)
+        key = self._cache.key(self._tags[authenticator], token)
         flight = self._async_flights.get(key)
         if flight is not None:
             return await asyncio.shield(flight)
@@ -179,7 +188,7 @@ class RemoteIdentitySource:
             return at_hand
         provider, token = self._policy.providers[authenticator], _token(credential)
         assert token is not None  # identify_now answered every other case
-        key = self._cache.key(authenticator, token)
+        key = self._cache.key(self._tags[authenticator], token)
         with self._lock:
             flight = self._sync_flights.get(key)
             leader = flight is None
@@ -251,6 +260,59 @@ class RemoteIdentitySource:
         document = parse_document(response) if response.status == 200 else None
         shown = document if isinstance(document, dict) else None
         return Inspection(url, response.status, shown, result)
+
+    # --- reload --------------------------------------------------------------------------------
+
+    def successor(self, policy: Policy) -> RemoteIdentitySource:
+        """The source for a reloaded `policy`, keeping what is still true of it.
+
+        Providers whose settings did not change keep their cached identities and discovered
+        endpoints; a changed provider starts afresh. Token stores of unchanged tokens blocks
+        are kept (they follow their files themselves). The HTTP client is shared while the
+        timeout is the same, so in-flight calls of this source finish on it; the cache is
+        shared while its lifetimes are the same. This source stays usable for the requests
+        that already hold it.
+        """
+        new = RemoteIdentitySource.__new__(RemoteIdentitySource)
+        new.__dict__.update(self.__dict__)
+        old, settings = self._policy, policy.settings
+        new._policy = policy
+        new._timeout = settings.timeout_ms / 1000
+        if new._timeout != self._timeout:
+            new._client = UserinfoClient(new._timeout, self._transport)
+        if (settings.cache_ttl_ms, settings.negative_ttl_ms) != (
+            old.settings.cache_ttl_ms,
+            old.settings.negative_ttl_ms,
+        ):
+            new._cache = IdentityCache(
+                ttl=settings.cache_ttl_ms / 1000,
+                negative_ttl=settings.negative_ttl_ms / 1000,
+                max_entries=self._cache_size,
+                clock=self._clock,
+            )
+        new._providers = dict(policy.providers)
+        unchanged = {
+            name
+            for name, plan in policy.providers.items()
+            if name in old.providers
+            and old.providers[name].spec == plan.spec
+            and new._cache is self._cache
+        }
+        new._tags = {
+            name: self._tags[name] if name in unchanged else f"{name}\0{next(_TAGS)}"
+            for name in policy.providers
+        }
+        new._endpoints = {n: e for n, e in self._endpoints.items() if n in unchanged}
+        new._stores = {
+            name: self._stores[name]
+            if name in old.tokens and old.tokens[name] == spec
+            else TokenStore(spec.store)
+            for name, spec in policy.tokens.items()
+        }
+        return new
+
+    def shares_client(self, other: RemoteIdentitySource) -> bool:
+        return self._client is other._client
 
     # --- shared --------------------------------------------------------------------------------
 
