@@ -11,6 +11,7 @@ import logging
 import os
 import threading
 from collections.abc import Iterable, Mapping
+from time import perf_counter
 
 from policyauth.compiler import Policy
 from policyauth.decision import Decision
@@ -19,6 +20,7 @@ from policyauth.evaluator import Located, Pending, finish, locate, prepare
 from policyauth.identity.remote import RemoteIdentitySource
 from policyauth.identity.source import IdentityResult, IdentitySource, Invalid, Unavailable
 from policyauth.loader import load
+from policyauth.observe import METRICS, DecisionLog
 from policyauth.request import normalize_headers
 
 log = logging.getLogger("policyauth.engine")
@@ -49,7 +51,7 @@ class Engine:
     ) -> None:
         remote = RemoteIdentitySource(policy, transport) if identities is None else None
         self._given = identities
-        self._state = _State(policy, remote, identities)
+        self._state = _State(policy, remote, identities, _decision_log(policy))
         self._retired: list[RemoteIdentitySource] = []
         self._reload_lock = threading.Lock()
         self._watcher: _Watcher | None = None
@@ -78,6 +80,7 @@ class Engine:
             try:
                 policy = load(origin.path, env=origin.env)
             except PolicyError as exc:
+                METRICS.reload("failure")
                 log.error("the policy %s did not reload; the old one stays:\n%s", origin.path, exc)
                 return False
             old = self._state
@@ -86,64 +89,101 @@ class Engine:
                 remote = old.remote.successor(policy)
                 if not remote.shares_client(old.remote):
                     self._retired.append(old.remote)
-            self._state = _State(policy, remote, self._given)
+            decisions = old.decisions
+            if policy.settings.decision_log != old.policy.settings.decision_log:
+                decisions = _decision_log(policy)
+            self._state = _State(policy, remote, self._given, decisions)
+            if old.decisions is not None and old.decisions is not decisions:
+                old.decisions.close()
+            METRICS.reload("success")
         log.info("reloaded the policy %s", origin.path)
         return True
 
     async def authorize(self, method: str, target: str, headers: HeadersIn = ()) -> Decision:
         """Decide one request; `target` is the raw request target (`/a/b?x=1`)."""
         state = self._state  # read once: this decision uses one policy, whatever reloads
+        started = perf_counter() if state.observed else 0.0
         policy = state.policy
         normalized = normalize_headers(headers)
         step = prepare(policy, method, target, normalized, state.locate(method, target))
         if not isinstance(step, Pending):
-            return step
+            return step if not state.observed else state.seen(method, target, step, None, started)
         outcome: IdentityResult | None = None
         at_hand = state.at_hand
+        cached = True
         for name in step.authenticators:
             try:
                 result = at_hand(name, step.credential) if at_hand is not None else None
                 if result is None:
+                    cached = False
                     result = await state.identities.identify(name, step.credential)
             except Exception:
                 result = _failed(name)
             if not isinstance(result, Invalid):
-                return finish(policy, step, name, result)
+                decision = finish(policy, step, name, result)
+                break
             outcome = outcome or result
-        assert outcome is not None  # `authenticators` is never empty
-        return finish(policy, step, step.authenticators[0], outcome)
+        else:
+            assert outcome is not None  # `authenticators` is never empty
+            decision = finish(policy, step, step.authenticators[0], outcome)
+        if state.observed:
+            state.seen(method, target, decision, cached, started)
+        return decision
 
     def authorize_sync(self, method: str, target: str, headers: HeadersIn = ()) -> Decision:
         """The same decision as `authorize`, for synchronous servers (WSGI)."""
         state = self._state  # read once: this decision uses one policy, whatever reloads
+        started = perf_counter() if state.observed else 0.0
         policy = state.policy
         normalized = normalize_headers(headers)
         step = prepare(policy, method, target, normalized, state.locate(method, target))
         if not isinstance(step, Pending):
-            return step
+            return step if not state.observed else state.seen(method, target, step, None, started)
         outcome: IdentityResult | None = None
+        at_hand = state.at_hand
+        cached = True
         for name in step.authenticators:
             try:
-                result = state.identities.identify_sync(name, step.credential)
+                result = at_hand(name, step.credential) if at_hand is not None else None
+                if result is None:
+                    cached = False
+                    result = state.identities.identify_sync(name, step.credential)
             except Exception:
                 result = _failed(name)
             if not isinstance(result, Invalid):
-                return finish(policy, step, name, result)
+                decision = finish(policy, step, name, result)
+                break
             outcome = outcome or result
-        assert outcome is not None  # `authenticators` is never empty
-        return finish(policy, step, step.authenticators[0], outcome)
+        else:
+            assert outcome is not None  # `authenticators` is never empty
+            decision = finish(policy, step, step.authenticators[0], outcome)
+        if state.observed:
+            state.seen(method, target, decision, cached, started)
+        return decision
+
+    def record(self, method: str, target: str, decision: Decision, seconds: float) -> None:
+        """Report a decision an integration made without the engine (`policyauth serve`
+        refusing an untrusted peer) to the decision log and the metrics, like any other."""
+        state = self._state
+        if state.observed:
+            state.seen(method, target, decision, None, perf_counter() - seconds)
 
     def close(self) -> None:
-        if self._watcher is not None:
-            self._watcher.stop()
+        self._stop()
         for remote in self._remotes():
             remote.close()
 
     async def aclose(self) -> None:
-        if self._watcher is not None:
-            self._watcher.stop()
+        self._stop()
         for remote in self._remotes():
             await remote.aclose()
+
+    def _stop(self) -> None:
+        """Stop watching the file, and write out the decisions still queued."""
+        if self._watcher is not None:
+            self._watcher.stop()
+        if self._state.decisions is not None:
+            self._state.decisions.close()
 
     def _remotes(self) -> list[RemoteIdentitySource]:
         """The sources whose HTTP clients are still open: the current one, and those retired
@@ -170,21 +210,37 @@ class _State:
     Located targets belong to the plan they were located in, and the identity source to the
     policy whose providers it asks; a reload replaces the whole state at once."""
 
-    __slots__ = ("_located", "at_hand", "identities", "policy", "remote")
+    __slots__ = ("_located", "at_hand", "decisions", "identities", "observed", "policy", "remote")
 
     def __init__(
         self,
         policy: Policy,
         remote: RemoteIdentitySource | None,
         given: IdentitySource | None,
+        decisions: DecisionLog | None,
     ) -> None:
         self.policy = policy
         self.remote = remote
+        self.decisions = decisions
+        # Whether anyone wants to hear of decisions: metrics (prometheus_client installed)
+        # or a decision log. Without either, a decision costs no clock read.
+        self.observed = METRICS.enabled or decisions is not None
         self.identities: IdentitySource = given if given is not None else remote  # type: ignore[assignment]
         # Sources that can answer some credentials at once (a cache hit) say so with
         # `identify_now`; `authorize` then awaits `identify` only when that is None.
         self.at_hand = getattr(self.identities, "identify_now", None)
         self._located: dict[tuple[str, str], Located] = {}
+
+    def seen(
+        self, method: str, target: str, decision: Decision, cached: bool | None, started: float
+    ) -> Decision:
+        """Report one decision to the metrics and the decision log (which formats and writes
+        it on its own thread); `cached`: whether the identity was at hand without a call."""
+        seconds = perf_counter() - started
+        METRICS.decision(decision.status, decision.reason, seconds)
+        if self.decisions is not None:
+            self.decisions.record(method, target, decision, cached, seconds)
+        return decision
 
     def locate(self, method: str, target: str) -> Located:
         """`locate`, remembered for recent targets: canonicalizing a target and finding its
@@ -246,6 +302,11 @@ class _Watcher:
         self._stopped.set()
         if self._thread is not threading.current_thread():
             self._thread.join(timeout=5)
+
+
+def _decision_log(policy: Policy) -> DecisionLog | None:
+    destination = policy.settings.decision_log
+    return None if destination == "off" else DecisionLog(destination)
 
 
 def _failed(authenticator: str) -> Unavailable:

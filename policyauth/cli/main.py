@@ -34,6 +34,7 @@ COMMANDS: tuple[str, ...] = (
     "explain",
     "userinfo",
     "token",
+    "serve",
 )
 
 

@@ -45,6 +45,7 @@ from policyauth.identity.userinfo import (
     userinfo_request,
 )
 from policyauth.language.presets import Audience
+from policyauth.observe.metrics import METRICS
 from policyauth.request import BearerCredential
 
 log = logging.getLogger("policyauth.identity")
@@ -114,7 +115,9 @@ class RemoteIdentitySource:
         provider, token = self._providers.get(authenticator), _token(credential)
         if provider is None or token is None:
             return Invalid("this authenticator does not take this credential")
-        return self._cache.get(self._cache.key(self._tags[authenticator], token))
+        found = self._cache.get(self._cache.key(self._tags[authenticator], token))
+        METRICS.cache("miss" if found is None else "hit" if type(found) is Identity else "negative")
+        return found
 
     async def identify(self, authenticator: str, credential: Credential) -> IdentityResult:
         at_hand = self.identify_now(authenticator, credential)
@@ -143,6 +146,7 @@ class RemoteIdentitySource:
         flight: asyncio.Future[IdentityResult],
     ) -> None:
         result: IdentityResult = Unavailable("the provider call was interrupted")
+        started = time.perf_counter()
         try:
             result = await self._fetch(provider, token)
             self._cache.put(key, result)
@@ -152,7 +156,7 @@ class RemoteIdentitySource:
         finally:
             del self._async_flights[key]
             flight.set_result(result)
-        _log_result(provider.name, result)
+        _log_result(provider.name, result, time.perf_counter() - started)
 
     async def _fetch(self, provider: ProviderPlan, token: str) -> IdentityResult:
         endpoints = await self._endpoints_for(provider)
@@ -201,6 +205,7 @@ class RemoteIdentitySource:
         if not leader:
             flight.done.wait(self._timeout * 3 + 1)
             return flight.result
+        started = time.perf_counter()
         try:
             flight.result = self._fetch_sync(provider, token)
             self._cache.put(key, flight.result)
@@ -211,7 +216,7 @@ class RemoteIdentitySource:
             with self._lock:
                 del self._sync_flights[key]
             flight.done.set()
-        _log_result(provider.name, flight.result)
+        _log_result(provider.name, flight.result, time.perf_counter() - started)
         return flight.result
 
     def _fetch_sync(self, provider: ProviderPlan, token: str) -> IdentityResult:
@@ -360,8 +365,10 @@ def _with_audience(
     return Identity(identity.claims, lifetime=lifetime)
 
 
-def _log_result(provider: str, result: IdentityResult) -> None:
-    """Outcomes at DEBUG, outages at WARNING; never the token, never the claims."""
+def _log_result(provider: str, result: IdentityResult, seconds: float) -> None:
+    """Outcomes at DEBUG, outages at WARNING; never the token, never the claims. Counted in
+    the metrics as identity, invalid or unavailable."""
+    METRICS.provider_request(provider, type(result).__name__.lower(), seconds)
     if isinstance(result, Unavailable):
         log.warning("provider %s unavailable: %s", provider, result.detail)
     elif isinstance(result, Invalid):

@@ -25,6 +25,7 @@ from policyauth.language import ast
 from policyauth.language.claimpath import ClaimPath, ClaimPathError, compile_claim_path
 from policyauth.language.durations import parse_duration
 from policyauth.language.model import CheckedPolicy, ProviderSpec, Settings, TokensSpec
+from policyauth.language.observe_settings import decision_log
 from policyauth.language.presets import (
     PRESETS,
     Audience,
@@ -309,6 +310,7 @@ class _Checker:
             "negative_ttl": lambda v, k: self._duration(v, k, zero=True),
             "timeout": lambda v, k: self._duration(v, k, zero=False),
             "max_path": self._count,
+            "decision_log": self._string,
         }
         values: dict[str, Any] = {}
         for key, setting in entries.items():
@@ -334,6 +336,7 @@ class _Checker:
             negative_ttl_ms=values.get("negative_ttl", defaults.negative_ttl_ms),
             timeout_ms=values.get("timeout", defaults.timeout_ms),
             max_path=values.get("max_path", defaults.max_path),
+            decision_log=decision_log(self, entries, values.get("decision_log", "off")),
         )
 
     def _tokens(self, decl: ast.TokensDecl) -> TokensSpec | None:

@@ -28,6 +28,7 @@ class Settings:
     negative_ttl_ms: int = DEFAULT_NEGATIVE_TTL_MS
     timeout_ms: int = DEFAULT_TIMEOUT_MS
     max_path: int = DEFAULT_MAX_PATH
+    decision_log: str = "off"  # "off", "stderr", or a file (absolute, or relative to the cwd)
 
 
 @attrs.frozen
