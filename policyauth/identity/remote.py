@@ -109,18 +109,23 @@ class RemoteIdentitySource:
     def identify_now(self, authenticator: str, credential: Credential) -> IdentityResult | None:
         """The answer when it is at hand without waiting (a local token store, an identity
         cache hit), else None. The engine asks this first, so that the common case costs no
-        coroutine; `identify` asks it too."""
+        coroutine; `identify` asks it too (without counting it in the metrics again)."""
+        found = self._now(authenticator, credential)
+        if authenticator in self._providers:
+            kind = type(found)
+            METRICS.cache("miss" if found is None else "hit" if kind is Identity else "negative")
+        return found
+
+    def _now(self, authenticator: str, credential: Credential) -> IdentityResult | None:
         if authenticator in self._stores:
             return self._stores[authenticator].verify(credential)
         provider, token = self._providers.get(authenticator), _token(credential)
         if provider is None or token is None:
             return Invalid("this authenticator does not take this credential")
-        found = self._cache.get(self._cache.key(self._tags[authenticator], token))
-        METRICS.cache("miss" if found is None else "hit" if type(found) is Identity else "negative")
-        return found
+        return self._cache.get(self._cache.key(self._tags[authenticator], token))
 
     async def identify(self, authenticator: str, credential: Credential) -> IdentityResult:
-        at_hand = self.identify_now(authenticator, credential)
+        at_hand = self._now(authenticator, credential)
         if at_hand is not None:
             return at_hand
         provider, token = self._policy.providers[authenticator], _token(credential)
@@ -187,7 +192,7 @@ class RemoteIdentitySource:
     # --- sync ----------------------------------------------------------------------------------
 
     def identify_sync(self, authenticator: str, credential: Credential) -> IdentityResult:
-        at_hand = self.identify_now(authenticator, credential)
+        at_hand = self._now(authenticator, credential)
         if at_hand is not None:
             return at_hand
         provider, token = self._policy.providers[authenticator], _token(credential)
