@@ -11,6 +11,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+import proxies
+from proxies import Backend, Proxy
 from serve_servers import Policy, Server, serving, write_policy
 
 
@@ -24,3 +26,31 @@ def server(policy: Policy, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     log = tmp_path_factory.mktemp("serve-log") / "serve.log"
     with serving(policy.path, log) as running:
         yield running
+
+
+@pytest.fixture(scope="session")
+def backend() -> Iterator[Backend]:
+    running = Backend()
+    yield running
+    running.close()
+
+
+@pytest.fixture(scope="session")
+def nginx_proxy(
+    server: Server, backend: Backend, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Proxy]:
+    with proxies.nginx(tmp_path_factory.mktemp("nginx"), server.port, backend) as proxy:
+        yield proxy
+
+
+@pytest.fixture(scope="session")
+def caddy_proxy(
+    server: Server, backend: Backend, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Proxy]:
+    with proxies.caddy(tmp_path_factory.mktemp("caddy"), server.port, backend) as proxy:
+        yield proxy
+
+
+@pytest.fixture(params=["nginx", "caddy"])
+def proxy(request: pytest.FixtureRequest) -> Proxy:
+    return request.getfixturevalue(f"{request.param}_proxy")  # type: ignore[no-any-return]

@@ -46,6 +46,17 @@ route GET /reports/** {
   auth automation
   allow if "reports" in groups
 }
+
+# A provider nobody answers for: its routes are 503 provider_unavailable.
+provider down {  # policyauth: ignore[PA201]
+  userinfo = "http://127.0.0.1:9/userinfo"
+  username = $.sub
+}
+
+route GET /down/** {
+  auth down
+  allow
+}
 """
 
 
