@@ -127,3 +127,20 @@ def test_no_hostile_target_reaches_a_protected_backend_path(proxy: Proxy, backen
     assert any(seen.target.startswith("/public") for seen in reached)
     assert answers["GET '/admin'"] == 401
     assert answers["GET '/public/../admin'"] in (400, 403)
+
+
+def test_docs_give_the_configurations_tested_here() -> None:
+    """Every directive of the tested nginx and Caddy configurations that matters for
+    security is in docs/serve.md, so what users copy is what is tested."""
+    from proxies import CADDY, NGINX
+
+    doc = (HERE.parents[1] / "docs" / "serve.md").read_text()
+    for template, starts in (
+        (NGINX, ("auth_request", "error_page", "proxy_set_header", "proxy_pass_request_body")),
+        (CADDY, ("request_header", "uri ", "copy_headers", "forward_auth")),
+    ):
+        lines = [line.strip() for line in template.splitlines()]
+        wanted = [line.split("{")[0].strip() for line in lines if line.startswith(starts)]
+        assert wanted
+        for line in wanted:
+            assert line in doc, line
