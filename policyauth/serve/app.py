@@ -36,6 +36,8 @@ _EXT_AUTHZ = b"/ext-authz"
 # or a control character in a name can neither forge a group nor break the header.
 _SAFE = "!#$&'()*+-./:;<=>?@[]^_`{|}~"
 _NO_PRINCIPAL = [(b"x-auth-user", b""), (b"x-auth-groups", b""), (b"x-auth-provider", b"")]
+# The headers of an allow, by principal (username, groups, provider) or None for none.
+_ALLOWED: dict[tuple[str, tuple[str, ...], str] | None, list[tuple[bytes, bytes]]] = {}
 
 
 class ForwardAuthApp:
@@ -97,8 +99,12 @@ class ForwardAuthApp:
         if (client[0] if client else None) not in self.trusted:
             decision = _refused(f"forwarded headers from {_peer(client)}, not a trusted proxy")
         else:
-            methods = [v for n, v in headers if n.lower() == method_name]
-            targets = [v for n, v in headers if n.lower() == target_name]
+            methods, targets = [], []
+            for name, value in headers:  # names are lower-case in ASGI
+                if name == method_name:
+                    methods.append(value)
+                elif name == target_name:
+                    targets.append(value)
             problem = _count(method_name, methods) or _count(target_name, targets)
             if problem is not None:
                 decision = _refused(problem)
@@ -175,8 +181,32 @@ def principal_headers(decision: Decision) -> list[tuple[bytes, bytes]]:
 
 async def _answer(send: Send, decision: Decision, *, nginx: bool) -> None:
     """The decision as a response. For nginx 1.22, which passes on only 401 and 403 and only
-    the first WWW-Authenticate: a 400 becomes 403, and all challenges go in one header."""
-    status = decision.status
+    the first WWW-Authenticate: a 400 becomes 403, and all challenges go in one header.
+
+    An allow's headers depend only on the principal, and most traffic comes from callers
+    seen a moment ago: those answers are built once and kept (a bounded memory)."""
+    principal = decision.principal
+    if decision.allowed and not decision.headers:
+        key = (principal.username, principal.groups, principal.provider) if principal else None
+        headers = _ALLOWED.get(key)
+        if headers is None:
+            headers = _headers(decision, nginx=False)
+            if len(_ALLOWED) >= 4096:
+                _ALLOWED.clear()
+            _ALLOWED[key] = headers
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b""})
+        return
+    status = 403 if nginx and decision.status == 400 else decision.status
+    body = denial_body(decision)
+    headers = _headers(decision, nginx=nginx)
+    headers += [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _headers(decision: Decision, *, nginx: bool) -> list[tuple[bytes, bytes]]:
+    """X-Auth-*, the reason, and the decision's own headers (challenges folded for nginx)."""
     headers = [
         *principal_headers(decision),
         (b"x-policyauth-reason", str(decision.reason).encode("ascii")),
@@ -185,16 +215,14 @@ async def _answer(send: Send, decision: Decision, *, nginx: bool) -> None:
     challenges = [v for k, v in decision.headers if k.lower() == "www-authenticate"]
     others = [(k, v) for k, v in decision.headers if k.lower() != "www-authenticate"]
     if nginx:
-        status = 403 if status == 400 else status
         if challenges:
             headers.append((b"www-authenticate", ", ".join(challenges).encode("latin-1")))
     else:
         headers += [(b"www-authenticate", c.encode("latin-1")) for c in challenges]
     headers += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in others]
-    body = b"" if decision.allowed else denial_body(decision)
-    headers += [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+    if decision.allowed:
+        headers.append((b"content-length", b"0"))
+    return headers
 
 
 async def _plain(

@@ -5,6 +5,7 @@ registry, recorded by the engine for every integration, and added up over every 
 from __future__ import annotations
 
 import re
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -100,14 +101,23 @@ def test_metrics_add_up_every_worker(tmp_path: Path) -> None:
                 statuses = list(pool.map(lambda _: ask(server.port), range(40)))
                 assert statuses == [200] * 40
                 sent += 40
+        # Each worker moves its counts into its file every second: within a few seconds,
+        # any worker's /metrics holds the sum, and keeps holding it.
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and totals(server.port) != (sent, sent):
+            time.sleep(0.2)
         for _ in range(4):
-            _, _, body = get(server.port, "/metrics")
-            text = body.decode()
-            assert value(text, 'policyauth_decisions_total{reason="allowed",status="200"}') == sent
-            assert value(text, "policyauth_decision_duration_seconds_count") == sent
+            assert totals(server.port) == (sent, sent)
         per_worker = answered(folder)
     assert len(per_worker) == 2, per_worker
     assert sum(per_worker) == sent
+
+
+def totals(port: int) -> tuple[float, float]:
+    """Allowed decisions and timed decisions, as one /metrics answer adds them up."""
+    text = get(port, "/metrics")[2].decode()
+    allowed = value(text, 'policyauth_decisions_total{reason="allowed",status="200"}')
+    return allowed, value(text, "policyauth_decision_duration_seconds_count")
 
 
 def ask(port: int) -> int:
