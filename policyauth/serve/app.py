@@ -97,7 +97,7 @@ class ForwardAuthApp:
         headers: list[tuple[bytes, bytes]] = scope["headers"]
         client = scope.get("client")
         if (client[0] if client else None) not in self.trusted:
-            decision = _refused(f"forwarded headers from {_peer(client)}, not a trusted proxy")
+            decision = self._refuse(scope, f"forwarded headers from {_peer(client)}, untrusted")
         else:
             methods, targets = [], []
             for name, value in headers:  # names are lower-case in ASGI
@@ -107,7 +107,7 @@ class ForwardAuthApp:
                     targets.append(value)
             problem = _count(method_name, methods) or _count(target_name, targets)
             if problem is not None:
-                decision = _refused(problem)
+                decision = self._refuse(scope, problem)
             else:
                 method = methods[0].decode("latin-1")
                 decision = await self._decide(method, targets[0].decode("latin-1"), headers)
@@ -118,14 +118,21 @@ class ForwardAuthApp:
         query is the request's own: Envoy appends the original path, query included)."""
         client = scope.get("client")
         if (client[0] if client else None) not in self.trusted:
-            decision = _refused(
-                f"an authorization request from {_peer(client)}, not a trusted proxy"
-            )
+            decision = self._refuse(scope, f"a request from {_peer(client)}, untrusted")
         else:
             query: bytes = scope.get("query_string", b"")
             target = (path + (b"?" + query if query else b"")).decode("latin-1")
             decision = await self._decide(scope["method"], target, scope["headers"])
         await _answer(send, decision, nginx=False)
+
+    def _refuse(self, scope: Scope, message: str) -> Decision:
+        """What the service answers when it cannot know the original request: never an allow.
+        Logged, and counted and written to the decision log like the engine's decisions (with
+        no path: the target it was given is not believed)."""
+        decision = Decision(400, Reason.MALFORMED_REQUEST, message)
+        log.info("refused a forward-auth request: %s", message)
+        self.engine.record(scope["method"], "", decision, 0.0)
+        return decision
 
     async def _decide(
         self, method: str, target: str, headers: list[tuple[bytes, bytes]]
@@ -154,11 +161,6 @@ def _count(name: bytes, values: list[bytes]) -> str | None:
     if len(values) > 1:
         return f"`{shown}` given {len(values)} times"
     return None
-
-
-def _refused(message: str) -> Decision:
-    """What the service answers when it cannot know the original request: never an allow."""
-    return Decision(400, Reason.MALFORMED_REQUEST, message)
 
 
 def _peer(client: Any) -> str:
@@ -210,7 +212,6 @@ def _headers(decision: Decision, *, nginx: bool) -> list[tuple[bytes, bytes]]:
     headers = [
         *principal_headers(decision),
         (b"x-policyauth-reason", str(decision.reason).encode("ascii")),
-        (b"cache-control", b"no-store"),
     ]
     challenges = [v for k, v in decision.headers if k.lower() == "www-authenticate"]
     others = [(k, v) for k, v in decision.headers if k.lower() != "www-authenticate"]
@@ -220,8 +221,10 @@ def _headers(decision: Decision, *, nginx: bool) -> list[tuple[bytes, bytes]]:
     else:
         headers += [(b"www-authenticate", c.encode("latin-1")) for c in challenges]
     headers += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in others]
-    if decision.allowed:
+    if decision.allowed:  # an allow goes to the proxy only; every header costs it and us
         headers.append((b"content-length", b"0"))
+    else:  # Traefik, Caddy and Envoy pass a denial on to the client
+        headers.append((b"cache-control", b"no-store"))
     return headers
 
 

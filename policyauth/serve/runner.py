@@ -65,6 +65,10 @@ def build_app(options: ServeOptions) -> ForwardAuthApp:
 
 
 def _run_worker(options: ServeOptions, sock: socket.socket | None) -> None:
+    # SIGHUP stays blocked (a spawned worker inherits the mask from its supervisor) until its
+    # handler is in place: one that arrives while the policy is being loaded waits, and
+    # reloads then, instead of ending the process by the default action.
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
     app = build_app(options)
     config = uvicorn.Config(
         app,
@@ -85,6 +89,7 @@ def _run_worker(options: ServeOptions, sock: socket.socket | None) -> None:
 
     # uvicorn's server handles SIGINT and SIGTERM only; SIGHUP is ours.
     signal.signal(signal.SIGHUP, reload)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
     server.run(sockets=[sock] if sock is not None else None)
 
 
@@ -105,7 +110,11 @@ def _supervise(options: ServeOptions) -> int:
 
     def start() -> multiprocessing.process.BaseProcess:
         process = context.Process(target=_worker_main, args=(options, sock), daemon=False)
-        process.start()
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
+        try:
+            process.start()  # the worker starts with SIGHUP blocked (see _run_worker)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
         return process
 
     workers = [start() for _ in range(options.workers)]

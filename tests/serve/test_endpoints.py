@@ -203,6 +203,9 @@ def test_an_untrusted_peer_is_never_believed(policy: Policy, tmp_path: Path) -> 
         assert traefik(other, "/public/a")[0] == 400
         assert envoy(other, "GET", "/public/a")[0] == 400
         assert get(other.port, "/healthz")[0] == 200
+        # The refusals are decisions like any other in the metrics (and the decision log).
+        metrics = get(other.port, "/metrics")[2].decode()
+        assert 'policyauth_decisions_total{reason="malformed_request",status="400"} 3.0' in metrics
 
 
 def test_a_bad_policy_or_cidr_is_exit_2_with_the_diagnostic(tmp_path: Path) -> None:

@@ -127,3 +127,19 @@ def test_sigterm_lets_a_request_in_flight_finish(tmp_path: Path) -> None:
             assert "Traceback" not in server.output()
     finally:
         provider.shutdown()
+
+
+def test_sighup_to_the_supervisor_reloads_every_worker(tmp_path: Path) -> None:
+    """Under --workers 2, serve's own supervisor forwards SIGHUP; no worker is restarted."""
+    policy = write_policy(tmp_path)
+    opened = POLICY.replace("route GET /public/**", "route GET /publik/**")
+    with serving(policy.path, tmp_path / "serve.log", ["--workers", "2"]) as server:
+        assert reason(server.port, "/public/a") == (200, ["allowed"])
+        rewrite_unseen(policy.path, opened)
+        server.process.send_signal(signal.SIGHUP)
+        assert wait_for(lambda: reason(server.port, "/public/a") == (403, ["no_route"]))
+        time.sleep(0.5)  # both workers have had the signal for a while
+        answers = [reason(server.port, "/public/a") for _ in range(40)]
+        assert answers == [(403, ["no_route"])] * 40
+        assert server.process.poll() is None
+        assert "starting another" not in server.output()
