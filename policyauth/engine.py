@@ -184,6 +184,7 @@ class Engine:
             self._watcher.stop()
         if self._state.decisions is not None:
             self._state.decisions.close()
+        METRICS.flush()  # this process's last counts, before it may exit
 
     def _remotes(self) -> list[RemoteIdentitySource]:
         """The sources whose HTTP clients are still open: the current one, and those retired

@@ -13,6 +13,7 @@ decision's free-text message (which may quote the request) is not logged either.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import queue
@@ -59,8 +60,11 @@ class DecisionLog:
             self._dropped += 1
 
     def close(self) -> None:
-        """Write what is queued, then stop the writer."""
-        self._queue.put(_STOP)
+        """Write what is queued, then stop the writer (once; closing again does nothing)."""
+        if not self._thread.is_alive():
+            return
+        with contextlib.suppress(queue.Full):  # a writer stuck on its disk: give up waiting
+            self._queue.put(_STOP, timeout=5)
         self._thread.join(timeout=5)
 
     def _run(self) -> None:
