@@ -16,11 +16,14 @@ from policyauth.identity import (
     Unavailable,
 )
 from policyauth.loader import analyze, load, loads
+from policyauth.observe import exposition
+from policyauth.serve import ForwardAuthApp, TrustedPeers
 
 __all__ = [
     "Decision",
     "Diagnostic",
     "Engine",
+    "ForwardAuthApp",
     "Identity",
     "IdentitySource",
     "Invalid",
@@ -33,8 +36,10 @@ __all__ = [
     "Severity",
     "Span",
     "StaticIdentitySource",
+    "TrustedPeers",
     "Unavailable",
     "analyze",
+    "exposition",
     "load",
     "loads",
 ]

@@ -8,14 +8,20 @@ other, so that every integration (ASGI, WSGI, the CLI) gets exactly the same dec
 from __future__ import annotations
 
 import logging
+import os
+import threading
 from collections.abc import Iterable, Mapping
+from time import perf_counter
 
 from policyauth.compiler import Policy
 from policyauth.decision import Decision
+from policyauth.diagnostics import PolicyError
 from policyauth.evaluator import Located, Pending, finish, locate, prepare
 from policyauth.identity.remote import RemoteIdentitySource
 from policyauth.identity.source import IdentityResult, IdentitySource, Invalid, Unavailable
+from policyauth.loader import load
 from policyauth.logline import DECISIONS, log_line
+from policyauth.observe import METRICS, DecisionLog
 from policyauth.request import Rejection, normalize_headers
 
 log = logging.getLogger("policyauth.engine")
@@ -42,16 +48,58 @@ class Engine:
         transport: object | None = None,
         *,
         identities: IdentitySource | None = None,
+        reload: bool = False,
+        reload_interval: float = 1.0,
     ) -> None:
-        self.policy = policy
-        self._located: dict[tuple[str, str], Located] = {}
-        self._remote = RemoteIdentitySource(policy, transport) if identities is None else None
-        self._identities: IdentitySource = (
-            identities if identities is not None else self._remote  # type: ignore[assignment]
-        )
-        # Sources that can answer some credentials at once (a cache hit) say so with
-        # `identify_now`; `authorize` then awaits `identify` only when that is None.
-        self._at_hand = getattr(self._identities, "identify_now", None)
+        remote = RemoteIdentitySource(policy, transport) if identities is None else None
+        self._given = identities
+        self._state = _State(policy, remote, identities, _decision_log(policy))
+        self._retired: list[RemoteIdentitySource] = []
+        self._reload_lock = threading.Lock()
+        self._watcher: _Watcher | None = None
+        if reload:
+            if policy.origin is None:
+                raise ValueError("reload=True needs a policy loaded from a file (policyauth.load)")
+            self._watcher = _Watcher(self, policy.origin.path, reload_interval)
+
+    @property
+    def policy(self) -> Policy:
+        """The policy in force now (a reload may replace it)."""
+        return self._state.policy
+
+    def reload(self) -> bool:
+        """Load the policy's file again and put it in force; False (the old policy stays, its
+        diagnostics logged) when the file does not load.
+
+        The new policy is compiled here, off the request path, and swapped in with one
+        assignment: a decision reads the state once, so it uses one policy, old or new, from
+        start to end. Reloads are serialized, so a storm of them ends with the file's last
+        contents in force."""
+        origin = self._state.policy.origin
+        if origin is None:
+            raise ValueError("this policy was not loaded from a file (policyauth.load)")
+        with self._reload_lock:
+            try:
+                policy = load(origin.path, env=origin.env)
+            except PolicyError as exc:
+                METRICS.reload("failure")
+                log.error("the policy %s did not reload; the old one stays:\n%s", origin.path, exc)
+                return False
+            old = self._state
+            remote = None
+            if old.remote is not None:
+                remote = old.remote.successor(policy)
+                if not remote.shares_client(old.remote):
+                    self._retired.append(old.remote)
+            decisions = old.decisions
+            if policy.settings.decision_log != old.policy.settings.decision_log:
+                decisions = _decision_log(policy)
+            self._state = _State(policy, remote, self._given, decisions)
+            if old.decisions is not None and old.decisions is not decisions:
+                old.decisions.close()
+            METRICS.reload("success")
+        log.info("reloaded the policy %s", origin.path)
+        return True
 
     async def authorize(
         self, method: str, target: str | Rejection, headers: HeadersIn = ()
@@ -60,7 +108,7 @@ class Engine:
         Rejection an integration found in it (a mount that does not match), answered 400."""
         decision = await self._authorize(method, target, headers)
         if _logging_decisions(logging.INFO):
-            log_line(method, target, self._locate(method, target), decision)
+            log_line(method, target, self._state.locate(method, target), decision)
         return decision
 
     def authorize_sync(
@@ -69,49 +117,161 @@ class Engine:
         """The same decision as `authorize`, for synchronous servers (WSGI)."""
         decision = self._authorize_sync(method, target, headers)
         if _logging_decisions(logging.INFO):
-            log_line(method, target, self._locate(method, target), decision)
+            log_line(method, target, self._state.locate(method, target), decision)
         return decision
 
     async def _authorize(
         self, method: str, target: str | Rejection, headers: HeadersIn
     ) -> Decision:
+        state = self._state  # read once: this decision uses one policy, whatever reloads
+        started = perf_counter() if state.observed else 0.0
+        policy = state.policy
         normalized = normalize_headers(headers)
-        step = prepare(self.policy, method, target, normalized, self._locate(method, target))
+        step = prepare(policy, method, target, normalized, state.locate(method, target))
         if not isinstance(step, Pending):
-            return step
+            return step if not state.observed else state.seen(method, target, step, None, started)
         outcome: IdentityResult | None = None
-        at_hand = self._at_hand
+        at_hand = state.at_hand
+        cached = True
         for name in step.authenticators:
             try:
                 result = at_hand(name, step.credential) if at_hand is not None else None
                 if result is None:
-                    result = await self._identities.identify(name, step.credential)
+                    cached = False
+                    result = await state.identities.identify(name, step.credential)
             except Exception:
                 result = _failed(name)
             if not isinstance(result, Invalid):
-                return finish(self.policy, step, name, result)
+                decision = finish(policy, step, name, result)
+                break
             outcome = outcome or result
-        assert outcome is not None  # `authenticators` is never empty
-        return finish(self.policy, step, step.authenticators[0], outcome)
+        else:
+            assert outcome is not None  # `authenticators` is never empty
+            decision = finish(policy, step, step.authenticators[0], outcome)
+        if state.observed:
+            state.seen(method, target, decision, cached, started)
+        return decision
 
     def _authorize_sync(self, method: str, target: str | Rejection, headers: HeadersIn) -> Decision:
+        state = self._state  # read once: this decision uses one policy, whatever reloads
+        started = perf_counter() if state.observed else 0.0
+        policy = state.policy
         normalized = normalize_headers(headers)
-        step = prepare(self.policy, method, target, normalized, self._locate(method, target))
+        step = prepare(policy, method, target, normalized, state.locate(method, target))
         if not isinstance(step, Pending):
-            return step
+            return step if not state.observed else state.seen(method, target, step, None, started)
         outcome: IdentityResult | None = None
+        at_hand = state.at_hand
+        cached = True
         for name in step.authenticators:
             try:
-                result = self._identities.identify_sync(name, step.credential)
+                result = at_hand(name, step.credential) if at_hand is not None else None
+                if result is None:
+                    cached = False
+                    result = state.identities.identify_sync(name, step.credential)
             except Exception:
                 result = _failed(name)
             if not isinstance(result, Invalid):
-                return finish(self.policy, step, name, result)
+                decision = finish(policy, step, name, result)
+                break
             outcome = outcome or result
-        assert outcome is not None  # `authenticators` is never empty
-        return finish(self.policy, step, step.authenticators[0], outcome)
+        else:
+            assert outcome is not None  # `authenticators` is never empty
+            decision = finish(policy, step, step.authenticators[0], outcome)
+        if state.observed:
+            state.seen(method, target, decision, cached, started)
+        return decision
 
-    def _locate(self, method: str, target: str | Rejection) -> Located:
+    def record(self, method: str, target: str, decision: Decision, seconds: float) -> None:
+        """Report a decision an integration made without the engine (`policyauth serve`
+        refusing an untrusted peer) to the decision log and the metrics, like any other."""
+        state = self._state
+        if state.observed:
+            state.seen(method, target, decision, None, perf_counter() - seconds)
+
+    def close(self) -> None:
+        self._stop()
+        for remote in self._remotes():
+            remote.close()
+
+    async def aclose(self) -> None:
+        self._stop()
+        for remote in self._remotes():
+            await remote.aclose()
+
+    def _stop(self) -> None:
+        """Stop watching the file, and write out the decisions still queued."""
+        if self._watcher is not None:
+            self._watcher.stop()
+        if self._state.decisions is not None:
+            self._state.decisions.close()
+        METRICS.flush()  # this process's last counts, before it may exit
+
+    def _remotes(self) -> list[RemoteIdentitySource]:
+        """The sources whose HTTP clients are still open: the current one, and those retired
+        by reloads that changed the client (requests may have been using them)."""
+        current = self._state.remote
+        return self._retired + ([current] if current is not None else [])
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Engine:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+
+class _State:
+    """One generation of an engine: a policy and everything remembered from it.
+
+    Located targets belong to the plan they were located in, and the identity source to the
+    policy whose providers it asks; a reload replaces the whole state at once."""
+
+    __slots__ = ("_located", "at_hand", "decisions", "identities", "observed", "policy", "remote")
+
+    def __init__(
+        self,
+        policy: Policy,
+        remote: RemoteIdentitySource | None,
+        given: IdentitySource | None,
+        decisions: DecisionLog | None,
+    ) -> None:
+        self.policy = policy
+        self.remote = remote
+        self.decisions = decisions
+        # Whether anyone wants to hear of decisions: metrics (prometheus_client installed)
+        # or a decision log. Without either, a decision costs no clock read.
+        self.observed = METRICS.enabled or decisions is not None
+        self.identities: IdentitySource = given if given is not None else remote  # type: ignore[assignment]
+        # Sources that can answer some credentials at once (a cache hit) say so with
+        # `identify_now`; `authorize` then awaits `identify` only when that is None.
+        self.at_hand = getattr(self.identities, "identify_now", None)
+        self._located: dict[tuple[str, str], Located] = {}
+
+    def seen(
+        self,
+        method: str,
+        target: str | Rejection,
+        decision: Decision,
+        cached: bool | None,
+        started: float,
+    ) -> Decision:
+        """Report one decision to the metrics and the decision log (which formats and writes
+        it on its own thread); `cached`: whether the identity was at hand without a call."""
+        seconds = perf_counter() - started
+        METRICS.decision(decision.status, decision.reason, seconds)
+        if self.decisions is not None:
+            # An integration's own Rejection (a mount that does not match) carries no target.
+            raw = target if isinstance(target, str) else "-"
+            self.decisions.record(method, raw, decision, cached, seconds)
+        return decision
+
+    def locate(self, method: str, target: str | Rejection) -> Located:
         """`locate`, remembered for recent targets: canonicalizing a target and finding its
         route are pure, and most traffic repeats its targets. Bounded: the memory is emptied
         when full, so a flood of distinct targets costs no more than no memory at all.
@@ -131,25 +291,53 @@ class Engine:
             self._located[key] = found
         return found
 
-    def close(self) -> None:
-        if self._remote is not None:
-            self._remote.close()
 
-    async def aclose(self) -> None:
-        if self._remote is not None:
-            await self._remote.aclose()
+class _Watcher:
+    """Reloads an engine when its policy file changes: a stat of the file every `interval`
+    seconds, in a daemon thread, so the request path never touches the file system."""
 
-    def __enter__(self) -> Engine:
-        return self
+    def __init__(self, engine: Engine, path: str, interval: float) -> None:
+        self._engine = engine
+        self._path = path
+        self._interval = interval
+        self._stopped = threading.Event()
+        self._seen = self._signature()
+        self._thread = threading.Thread(target=self._run, name="policyauth-reload", daemon=True)
+        self._thread.start()
 
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
+    def _signature(self) -> tuple[int, int, int] | None:
+        try:
+            info = os.stat(self._path)
+        except OSError:
+            return None
+        return (info.st_mtime_ns, info.st_size, info.st_ino)
 
-    async def __aenter__(self) -> Engine:
-        return self
+    def _run(self) -> None:
+        """A change is acted on once the file has stayed the same for one more interval: a
+        file being written in several steps is not loaded half-way."""
+        changed: tuple[int, int, int] | None = None
+        while not self._stopped.wait(self._interval):
+            seen = self._signature()
+            if seen is None or seen == self._seen:
+                changed = None
+            elif seen != changed:
+                changed = seen
+            else:
+                self._seen, changed = seen, None  # a broken file is tried once, not every time
+                try:
+                    self._engine.reload()
+                except Exception:
+                    log.exception("reloading the policy %s failed", self._path)
 
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
+    def stop(self) -> None:
+        self._stopped.set()
+        if self._thread is not threading.current_thread():
+            self._thread.join(timeout=5)
+
+
+def _decision_log(policy: Policy) -> DecisionLog | None:
+    destination = policy.settings.decision_log
+    return None if destination == "off" else DecisionLog(destination)
 
 
 def _failed(authenticator: str) -> Unavailable:

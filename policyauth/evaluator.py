@@ -189,8 +189,9 @@ def finish(
     request = pending.request
     # What follows is a pure function of the identity, the route and the request's method and
     # path, so a cached identity remembers its recent decisions (every header check above
-    # still ran for this request).
-    key = (authenticator, route.index, request.method, request.path)
+    # still ran for this request). The plan's generation is part of the key: an identity
+    # that outlives a reload never answers with a decision of the plan before it.
+    key = (policy.generation, authenticator, route.index, request.method, request.path)
     return result.derived(key, lambda: _judge(policy, route, request, authenticator, result))
 
 

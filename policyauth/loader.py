@@ -11,7 +11,9 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from policyauth.compiler import Policy, compile_policy
+import attrs
+
+from policyauth.compiler import Origin, Policy, compile_policy
 from policyauth.diagnostics import Diagnostic, PolicyError, Span, sort_diagnostics
 from policyauth.language.checker import check
 from policyauth.language.lints import lint, silence
@@ -34,7 +36,9 @@ def loads(
 
 
 def load(path: str | os.PathLike[str], *, env: Mapping[str, str] | None = None) -> Policy:
-    """Load a policy file; token store paths in it are relative to the file's folder."""
+    """Load a policy file; token store paths in it are relative to the file's folder.
+
+    The policy remembers its file (and `env`), so that `Engine.reload` can read it again."""
     file = Path(path)
     try:
         data = file.read_bytes()
@@ -44,7 +48,8 @@ def load(path: str | os.PathLike[str], *, env: Mapping[str, str] | None = None) 
         raise PolicyError(
             [Diagnostic.at(span, "PA010", f"cannot read the file: {reason}")]
         ) from None
-    return loads(decode(data, str(path)), str(path), env=env, base_dir=file.parent)
+    policy = loads(decode(data, str(path)), str(path), env=env, base_dir=file.parent)
+    return attrs.evolve(policy, origin=Origin(str(path), env))
 
 
 def decode(data: bytes, name: str) -> str:

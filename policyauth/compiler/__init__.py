@@ -2,6 +2,7 @@
 
 from policyauth.compiler.plan import (
     Facts,
+    Origin,
     Policy,
     ProviderPlan,
     RoutePlan,
@@ -9,4 +10,4 @@ from policyauth.compiler.plan import (
     compile_policy,
 )
 
-__all__ = ["Facts", "Policy", "ProviderPlan", "RoutePlan", "RulePlan", "compile_policy"]
+__all__ = ["Facts", "Origin", "Policy", "ProviderPlan", "RoutePlan", "RulePlan", "compile_policy"]

@@ -115,6 +115,14 @@ class ProviderPlan:
 
 
 @attrs.frozen
+class Origin:
+    """The file a policy was loaded from, and the environment its `env()` calls read."""
+
+    path: str
+    env: Mapping[str, str] | None = attrs.field(default=None, repr=False)
+
+
+@attrs.frozen
 class Policy:
     """A loaded policy. Immutable; share one between threads and requests."""
 
@@ -125,6 +133,12 @@ class Policy:
     routes: tuple[RoutePlan, ...]
     warnings: tuple[Diagnostic, ...] = attrs.field(eq=False)
     _index: RouteIndex = attrs.field(eq=False, repr=False, alias="index")
+    # Where `load` read the policy (None for `loads`): what `Engine.reload` reads again.
+    origin: Origin | None = attrs.field(default=None, eq=False, repr=False)
+    # A token unique to this compiled policy. Whatever is remembered from a plan (a located
+    # route, a decision memo keyed by route index) is keyed by it too, so that after a reload
+    # nothing remembered from one plan is ever used with another.
+    generation: object = attrs.field(factory=object, init=False, eq=False, repr=False)
 
     def route_for(self, method: str, segments: Sequence[str]) -> RoutePlan | None:
         """The first route, in file order, that matches a canonical method and path."""

@@ -15,6 +15,7 @@ For a tokens block, the local store answers; it needs no cache.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import threading
 import time
@@ -51,9 +52,11 @@ from policyauth.identity.userinfo import (
     userinfo_request,
 )
 from policyauth.language.presets import Audience
+from policyauth.observe.metrics import METRICS
 from policyauth.request import BearerCredential
 
 log = logging.getLogger("policyauth.identity")
+_TAGS = itertools.count()  # cache key tags, unique in the process
 
 
 @attrs.frozen
@@ -86,6 +89,9 @@ class RemoteIdentitySource:
     ) -> None:
         settings = policy.settings
         self._policy = policy
+        self._transport = transport
+        self._cache_size = cache_size
+        self._clock = clock or time.monotonic
         self._timeout = settings.timeout_ms / 1000
         self._client = UserinfoClient(self._timeout, transport)
         self._jwt = JwtVerifier(self._client, settings.clock_skew_ms / 1000)
@@ -93,7 +99,7 @@ class RemoteIdentitySource:
             ttl=settings.cache_ttl_ms / 1000,
             negative_ttl=settings.negative_ttl_ms / 1000,
             max_entries=cache_size,
-            clock=clock or time.monotonic,
+            clock=self._clock,
         )
         self._ration = CallRation()
         grace = timedelta(milliseconds=settings.store_grace_ms)
@@ -101,6 +107,10 @@ class RemoteIdentitySource:
             name: TokenStore(spec.store, grace=grace) for name, spec in policy.tokens.items()
         }
         self._providers = dict(policy.providers)  # a plain dict: looked up on every request
+        # Each provider's cache entries are keyed under a tag that names its settings: a
+        # successor (after a reload) keeps the tag of a provider whose settings are unchanged,
+        # so its cached identities stay, and gives a changed one a new tag, so they are gone.
+        self._tags = {name: f"{name}\0{next(_TAGS)}" for name in policy.providers}
         self._endpoints: dict[str, Endpoints] = {}  # provider -> what discovery found
         self._introspection: dict[str, str] = {}  # provider -> its discovered RFC 7662 endpoint
         self._async_flights: dict[bytes, asyncio.Future[IdentityResult]] = {}
@@ -113,29 +123,37 @@ class RemoteIdentitySource:
     def identify_now(self, authenticator: str, credential: Credential) -> IdentityResult | None:
         """The answer when it is at hand without waiting (a local token store, an identity
         cache hit), else None. The engine asks this first, so that the common case costs no
-        coroutine; `identify` asks it too."""
+        coroutine; `identify` asks it too (without counting it in the metrics again)."""
+        found = self._now(authenticator, credential)
+        if authenticator in self._providers:
+            kind = type(found)
+            METRICS.cache("miss" if found is None else "hit" if kind is Identity else "negative")
+        return found
+
+    def _now(self, authenticator: str, credential: Credential) -> IdentityResult | None:
         if authenticator in self._stores:
             return self._stores[authenticator].verify(credential)
         provider, token = self._providers.get(authenticator), _token(credential)
         if provider is None or token is None:
             return Invalid("this authenticator does not take this credential")
-        key = self._cache.key(authenticator, token)
+        key = self._cache.key(self._tags[authenticator], token)
         cached = self._cache.get(key)
         if cached is None and provider.spec.validate == "jwt":
             # Keys at hand: verifying is local work, answered at once (None: keys to fetch).
+            started = time.perf_counter()
             cached = self._jwt.verify_now(provider, token)
             if cached is not None:
                 self._cache.put(key, cached)
-                _log_result(provider.name, cached)
+                _log_result(provider.name, cached, time.perf_counter() - started)
         return cached
 
     async def identify(self, authenticator: str, credential: Credential) -> IdentityResult:
-        at_hand = self.identify_now(authenticator, credential)
+        at_hand = self._now(authenticator, credential)
         if at_hand is not None:
             return at_hand
         provider, token = self._policy.providers[authenticator], _token(credential)
         assert token is not None  # identify_now answered every other case
-        key = self._cache.key(authenticator, token)
+        key = self._cache.key(self._tags[authenticator], token)
         flight = self._async_flights.get(key)
         if flight is not None:
             return await asyncio.shield(flight)
@@ -159,6 +177,7 @@ class RemoteIdentitySource:
         flight: asyncio.Future[IdentityResult],
     ) -> None:
         result: IdentityResult = Unavailable("the provider call was interrupted")
+        started = time.perf_counter()
         try:
             result = await self._fetch(provider, token)
             self._cache.put(key, result)
@@ -170,7 +189,7 @@ class RemoteIdentitySource:
                 self._ration.record(provider.name, result)
             del self._async_flights[key]
             flight.set_result(result)
-        _log_result(provider.name, result)
+        _log_result(provider.name, result, time.perf_counter() - started)
 
     async def _fetch(self, provider: ProviderPlan, token: str) -> IdentityResult:
         if provider.spec.validate == "jwt":
@@ -209,12 +228,12 @@ class RemoteIdentitySource:
     # --- sync ----------------------------------------------------------------------------------
 
     def identify_sync(self, authenticator: str, credential: Credential) -> IdentityResult:
-        at_hand = self.identify_now(authenticator, credential)
+        at_hand = self._now(authenticator, credential)
         if at_hand is not None:
             return at_hand
         provider, token = self._policy.providers[authenticator], _token(credential)
         assert token is not None  # identify_now answered every other case
-        key = self._cache.key(authenticator, token)
+        key = self._cache.key(self._tags[authenticator], token)
         with self._lock:
             flight = self._sync_flights.get(key)
             leader = flight is None
@@ -230,6 +249,7 @@ class RemoteIdentitySource:
         if not leader:
             flight.done.wait(self._timeout * 3 + 1)
             return flight.result
+        started = time.perf_counter()
         try:
             flight.result = self._fetch_sync(provider, token)
             self._cache.put(key, flight.result)
@@ -242,7 +262,7 @@ class RemoteIdentitySource:
             with self._lock:
                 del self._sync_flights[key]
             flight.done.set()
-        _log_result(provider.name, flight.result)
+        _log_result(provider.name, flight.result, time.perf_counter() - started)
         return flight.result
 
     def _fetch_sync(self, provider: ProviderPlan, token: str) -> IdentityResult:
@@ -306,6 +326,59 @@ class RemoteIdentitySource:
         document = parse_document(response) if response.status == 200 else None
         shown = document if isinstance(document, dict) else None
         return Inspection(url, response.status, shown, result)
+
+    # --- reload --------------------------------------------------------------------------------
+
+    def successor(self, policy: Policy) -> RemoteIdentitySource:
+        """The source for a reloaded `policy`, keeping what is still true of it.
+
+        Providers whose settings did not change keep their cached identities and discovered
+        endpoints; a changed provider starts afresh. Token stores of unchanged tokens blocks
+        are kept (they follow their files themselves). The HTTP client is shared while the
+        timeout is the same, so in-flight calls of this source finish on it; the cache is
+        shared while its lifetimes are the same. This source stays usable for the requests
+        that already hold it.
+        """
+        new = RemoteIdentitySource.__new__(RemoteIdentitySource)
+        new.__dict__.update(self.__dict__)
+        old, settings = self._policy, policy.settings
+        new._policy = policy
+        new._timeout = settings.timeout_ms / 1000
+        if new._timeout != self._timeout:
+            new._client = UserinfoClient(new._timeout, self._transport)
+        if (settings.cache_ttl_ms, settings.negative_ttl_ms) != (
+            old.settings.cache_ttl_ms,
+            old.settings.negative_ttl_ms,
+        ):
+            new._cache = IdentityCache(
+                ttl=settings.cache_ttl_ms / 1000,
+                negative_ttl=settings.negative_ttl_ms / 1000,
+                max_entries=self._cache_size,
+                clock=self._clock,
+            )
+        new._providers = dict(policy.providers)
+        unchanged = {
+            name
+            for name, plan in policy.providers.items()
+            if name in old.providers
+            and old.providers[name].spec == plan.spec
+            and new._cache is self._cache
+        }
+        new._tags = {
+            name: self._tags[name] if name in unchanged else f"{name}\0{next(_TAGS)}"
+            for name in policy.providers
+        }
+        new._endpoints = {n: e for n, e in self._endpoints.items() if n in unchanged}
+        new._stores = {
+            name: self._stores[name]
+            if name in old.tokens and old.tokens[name] == spec
+            else TokenStore(spec.store)
+            for name, spec in policy.tokens.items()
+        }
+        return new
+
+    def shares_client(self, other: RemoteIdentitySource) -> bool:
+        return self._client is other._client
 
     # --- shared --------------------------------------------------------------------------------
 
@@ -376,8 +449,10 @@ def _with_audience(
     return Identity(identity.claims, lifetime=lifetime)
 
 
-def _log_result(provider: str, result: IdentityResult) -> None:
-    """Outcomes at DEBUG, outages at WARNING; never the token, never the claims."""
+def _log_result(provider: str, result: IdentityResult, seconds: float) -> None:
+    """Outcomes at DEBUG, outages at WARNING; never the token, never the claims. Counted in
+    the metrics as identity, invalid or unavailable."""
+    METRICS.provider_request(provider, type(result).__name__.lower(), seconds)
     if isinstance(result, Unavailable):
         log.warning("provider %s unavailable: %s", provider, result.detail)
     elif isinstance(result, Invalid):

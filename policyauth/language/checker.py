@@ -26,6 +26,7 @@ from policyauth.language.claimpath import ClaimPath, ClaimPathError, compile_cla
 from policyauth.language.durations import parse_duration
 from policyauth.language.labels import label_problems
 from policyauth.language.model import CheckedPolicy, Outbound, ProviderSpec, Settings, TokensSpec
+from policyauth.language.observe_settings import decision_log
 from policyauth.language.outbound import OUTBOUND_KEYS, resolve_outbound
 from policyauth.language.presets import (
     PRESETS,
@@ -334,6 +335,7 @@ class _Checker:
             "store_grace": lambda v, k: self._duration(v, k, zero=True),
             **dict.fromkeys(OUTBOUND_KEYS, self._string),
             "clock_skew": lambda v, k: self._duration(v, k, zero=True),
+            "decision_log": self._string,
         }
         values: dict[str, Any] = {}
         for key, setting in entries.items():
@@ -363,6 +365,7 @@ class _Checker:
             store_grace_ms=values.get("store_grace", defaults.store_grace_ms),
             outbound=self.outbound,
             clock_skew_ms=values.get("clock_skew", defaults.clock_skew_ms),
+            decision_log=decision_log(self, entries, values.get("decision_log", "off")),
         )
 
     def _tokens(self, decl: ast.TokensDecl) -> TokensSpec | None:

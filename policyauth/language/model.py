@@ -55,6 +55,7 @@ class Settings:
     store_grace_ms: int = DEFAULT_STORE_GRACE_MS
     outbound: Outbound = Outbound()  # every provider's, unless it sets its own
     clock_skew_ms: int = DEFAULT_CLOCK_SKEW_MS  # leeway for `exp`, `nbf` and `iat` of JWTs
+    decision_log: str = "off"  # "off", "stderr", or a file (absolute, or relative to the cwd)
 
 
 @attrs.frozen

@@ -282,6 +282,6 @@ def test_the_engine_never_remembers_a_target_with_a_query() -> None:
     assert engine.authorize_sync("GET", "/public/a").status == 200
     decision = engine.authorize_sync("GET", "/public/a?access_token=secret-in-query")
     assert (decision.status, decision.reason) == (200, "allowed")  # public: not examined
-    remembered = repr(engine._located)
+    remembered = repr(engine._state._located)
     assert "/public/a" in remembered
     assert "secret-in-query" not in remembered
