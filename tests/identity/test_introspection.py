@@ -151,9 +151,9 @@ def test_exp_bounds_the_cache():
     token = new_token()
     engine = policyauth.Engine(policyauth.loads(POLICY, "i.policy"), httpx.MockTransport(server))
     assert engine.authorize_sync("GET", "/reports", bearer(token)).status == 200
-    remote = engine._remote
+    remote = engine._state.remote
     assert remote is not None
-    expires, _ = remote._cache._entries[remote._cache.key("legacy", token)]
+    expires, _ = remote._cache._entries[remote._cache.key(remote._tags["legacy"], token)]
     assert expires - time.monotonic() <= 2.1
     assert engine.authorize_sync("GET", "/reports", bearer(token)).status == 200
     assert len(server.requests) == 1

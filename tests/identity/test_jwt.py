@@ -247,7 +247,7 @@ def test_an_oversized_token_is_refused_before_parsing(issuer, mode):
     # that reach it directly, checked before any parsing.
     decision = authorize(engine, token, mode)
     assert (decision.status, decision.reason) == (400, Reason.INVALID_REQUEST)
-    remote = engine._remote
+    remote = engine._state.remote
     assert remote is not None
     provider = engine.policy.providers["corp"]
     result = remote._jwt.verify_sync(provider, token)
@@ -287,7 +287,7 @@ def test_a_flood_of_unknown_kids_costs_one_extra_fetch(issuer):
 def test_an_unknown_kid_refetches_at_once_then_once_a_minute(issuer):
     clock = [1000.0]
     engine = engine_for(issuer)
-    engine._remote._jwt.keys._clock = lambda: clock[0]  # type: ignore[union-attr]
+    engine._state.remote._jwt.keys._clock = lambda: clock[0]  # type: ignore[union-attr]
     assert authorize(engine, issuer.token(), "sync").status == 200
     issuer.add("k2")  # rotated in: the first token naming it fetches at once
     assert authorize(engine, issuer.token("k2"), "sync").status == 200
@@ -307,7 +307,7 @@ def test_keys_are_kept_for_their_max_age_and_through_an_outage(issuer):
     issuer.cache_control = "public, max-age=600"
     clock = [0.0]
     engine = engine_for(issuer)
-    engine._remote._jwt.keys._clock = lambda: clock[0]  # type: ignore[union-attr]
+    engine._state.remote._jwt.keys._clock = lambda: clock[0]  # type: ignore[union-attr]
     assert authorize(engine, issuer.token(), "sync").status == 200
     clock[0] += 599
     assert authorize(engine, issuer.token(), "sync").status == 200
@@ -377,9 +377,9 @@ def test_the_identity_is_cached_but_never_past_exp(issuer):
     engine = engine_for(issuer)
     token = issuer.token(exp=int(time.time()) + 2)
     assert authorize(engine, token, "sync").status == 200
-    remote = engine._remote
+    remote = engine._state.remote
     assert remote is not None
-    key = remote._cache.key("corp", token)
+    key = remote._cache.key(remote._tags["corp"], token)
     expires, _ = remote._cache._entries[key]
     assert expires - time.monotonic() <= 2.1
 

@@ -191,7 +191,7 @@ async def test_jwts_and_their_signatures_through_every_outcome(mode: str) -> Non
     engine = engine_for(issuer, use_async=mode == "async")
     statuses = [(await decide(engine, token)).status for token in tokens]
     assert statuses == [200, 401, 401, 401, 401, 401, 401, 401]
-    remote = engine._remote
+    remote = engine._state.remote
     assert remote is not None
     inspection = remote.inspect_sync("corp", tokens[0])
     WATCH.observe("inspection", inspection, inspection.result)
