@@ -35,6 +35,7 @@ COMMANDS: tuple[str, ...] = (
     "userinfo",
     "inspect",
     "token",
+    "diff",
 )
 
 
