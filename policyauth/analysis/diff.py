@@ -24,6 +24,7 @@ through the real evaluator (`evaluate_rules`), so the diff never disagrees with 
 
 from __future__ import annotations
 
+import importlib
 import itertools
 import os
 from collections.abc import Iterator, Mapping, Sequence
@@ -49,9 +50,14 @@ from policyauth.language.routing import ALL_METHODS
 from policyauth.loader import decode
 from policyauth.request import Rejection, canonical_target
 
+# The standard library's own regex parser (no public name): read only to build witnesses, each
+# then checked with the real matcher, so a change in its shape costs a witness, never a result.
+_sre: Any = importlib.import_module("re._parser")
+
 MAX_ATOMS = 16
 MAX_VALUATIONS = 20_000  # per route pair, method and authenticator
 _NO_CREDENTIALS = ""  # the identity class of a request without credentials
+_OTHER = "*"  # a credential that no authenticator of the routes compared takes
 
 
 @attrs.frozen
@@ -144,6 +150,7 @@ class DiffReport:
 # --- path regions -------------------------------------------------------------------------------
 
 Skeleton = tuple[str | None, ...]  # a literal segment, or None: any segment no pattern names
+_DEEPER = ""  # the last item of a skeleton: one or more segments (no pattern names "")
 
 
 def _skeletons(patterns: Sequence[tuple[ast.PatternSegment, ...]]) -> Iterator[Skeleton]:
@@ -167,7 +174,7 @@ def _skeletons(patterns: Sequence[tuple[ast.PatternSegment, ...]]) -> Iterator[S
         ]
         if not going:
             if rest_here:
-                yield (*prefix, None)  # a longer path that only `**` routes take
+                yield (*prefix, _DEEPER)  # longer paths, which only `**` routes take
             continue
         wild = tuple(i for i in going if patterns[i][depth].kind is not literal_kind)
         for text in sorted(
@@ -185,7 +192,7 @@ def _skeletons(patterns: Sequence[tuple[ast.PatternSegment, ...]]) -> Iterator[S
 
 
 def _display(skeleton: Skeleton) -> str:
-    return "/" + "/".join("*" if s is None else s for s in skeleton)
+    return "/" + "/".join("*" if s is None else "**" if s == _DEEPER else s for s in skeleton)
 
 
 # --- atoms and value domains ---------------------------------------------------------------------
@@ -317,6 +324,14 @@ class _Domains:
             patterns = self.regexes.get(var, [])
             if patterns:
                 matchers = [compile_regex(p) for p in patterns]
+                for pattern, matcher in zip(patterns, matchers, strict=True):
+                    witness = regex_witness(pattern)
+                    if (
+                        witness is not None
+                        and witness not in candidates
+                        and _full(matcher, witness)
+                    ):
+                        candidates.insert(0, witness)
                 seen = {
                     tuple(bool(m(c)) for m in matchers) for c in candidates if isinstance(c, str)
                 }
@@ -395,10 +410,7 @@ def _atom_text(source_lines: Sequence[str], span: Span) -> str:
 
 
 def _target(skeleton: Skeleton, values: Mapping[int, str], placeholder: str) -> str:
-    parts = [
-        s if s is not None else values.get(position, placeholder)
-        for position, s in enumerate(skeleton)
-    ]
+    parts = [s if s else values.get(position, placeholder) for position, s in enumerate(skeleton)]
     return "/" + "/".join(quote(p, safe="") for p in parts)
 
 
@@ -441,7 +453,7 @@ class _Differ:
         ]
         placeholder = self.fresh[0]
         for skeleton in _skeletons(patterns):
-            segments = [placeholder if s is None else s for s in skeleton]
+            segments = [s or placeholder for s in skeleton]
             pairs: dict[tuple[int | None, int | None], list[str]] = {}
             for method in self.methods:
                 old_route = self.old.plan.route_for(method, segments)
@@ -483,6 +495,7 @@ class _Differ:
         variables, values, undecided = domains.values(self.fresh)
         providers = [
             _NO_CREDENTIALS,
+            _OTHER,
             *list(
                 dict.fromkeys(
                     p
@@ -497,10 +510,13 @@ class _Differ:
             count *= len(candidates)
         too_many = len(atoms) > MAX_ATOMS or count > MAX_VALUATIONS
         pattern = _display(skeleton)
-        for method in methods:
+        # Without a `method` atom, the methods of one route pair are decided alike: one runs.
+        reads_method = any(_reads_method(atom) for atom, _ in atoms.values())
+        rows_before, changes_before = set(self.rows), len(self.changes)
+        for method in methods if reads_method else methods[:1]:
             for provider in providers:
-                if provider == _NO_CREDENTIALS or too_many:
-                    if too_many and provider != _NO_CREDENTIALS:
+                if provider in (_NO_CREDENTIALS, _OTHER) or too_many:
+                    if too_many and provider not in (_NO_CREDENTIALS, _OTHER):
                         self._fallback(skeleton, method, provider, old, new)
                         continue
                     self._one(skeleton, pattern, method, provider, {}, {}, old, new, atoms, ())
@@ -530,8 +546,17 @@ class _Differ:
                         atoms,
                         combination,
                     )
-                if not found and undecided:
+                if undecided:
                     self._possibly(skeleton, method, provider, old, new)
+        if not reads_method:
+            for key in [k for k in self.rows if k not in rows_before]:
+                for other in methods[1:]:
+                    copy = (other, *key[1:])
+                    self.rows[copy] = self.rows[key]
+                    self.examples[copy] = self.examples[key]
+                    self.seen[copy[:4]] = self.seen[key[:4]]
+            for change in self.changes[changes_before:]:
+                self.changes.extend(attrs.evolve(change, methods=(m,)) for m in methods[1:])
 
     def _one(
         self,
@@ -560,6 +585,8 @@ class _Differ:
                 return False
         before = _decide(old, method, target, provider, claims)
         after = _decide(new, method, target, provider, claims)
+        if provider in (_NO_CREDENTIALS, _OTHER):
+            atoms = {}  # no rule runs: the identity has no claims to test
         vector = tuple(
             self._truth(atom, side, provider, method, target, claims, segs)
             for atom, side in atoms.values()
@@ -691,6 +718,76 @@ def _refs(operand: ast.Operand) -> Any:
     return lambda facts: getattr(facts, attribute)
 
 
+def _full(matcher: Any, text: str) -> bool:
+    try:
+        return bool(matcher(text))
+    except UnicodeEncodeError:
+        return False
+
+
+def _reads_method(atom: Atom) -> bool:
+    operands: tuple[ast.Operand, ...] = (
+        (atom.left, atom.right)
+        if isinstance(atom, ast.Compare)
+        else (atom.subject,)
+        if isinstance(atom, ast.Matches)
+        else (atom.operand,)
+    )
+    return any(isinstance(o, ast.BuiltinRef) and o.builtin is ast.Builtin.METHOD for o in operands)
+
+
+def regex_witness(pattern: str) -> str | None:
+    """A string the regex may match, built from its parse (checked by the caller with the
+    real matcher): literals kept, classes by their first member, repeats at their minimum
+    (at least once), the first branch of an alternation. None when the parse is unfamiliar."""
+    try:
+        parsed = _sre.parse(pattern)
+    except Exception:
+        return None
+    try:
+        return _build(list(parsed))
+    except (KeyError, TypeError, ValueError, IndexError):
+        return None
+
+
+def _build(items: list[Any]) -> str:
+    out = []
+    for op, arg in items:
+        name = str(op)
+        if name == "LITERAL":
+            out.append(chr(arg))
+        elif name == "ANY":
+            out.append("a")
+        elif name == "IN":
+            out.append(_first_in(arg))
+        elif name in ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT"):
+            low, _high, sub = arg
+            out.append(_build(list(sub)) * max(low, 1))
+        elif name in ("SUBPATTERN", "ATOMIC_GROUP"):
+            out.append(_build(list(arg[-1] if name == "SUBPATTERN" else arg)))
+        elif name == "BRANCH":
+            out.append(_build(list(arg[1][0])))
+        elif name == "AT":
+            continue
+        else:
+            raise ValueError(name)
+    return "".join(out)
+
+
+def _first_in(members: list[Any]) -> str:
+    for op, arg in members:
+        name = str(op)
+        if name == "LITERAL":
+            return chr(arg)
+        if name == "RANGE":
+            return chr(arg[0])
+        if name == "CATEGORY":
+            return {"CATEGORY_DIGIT": "0", "CATEGORY_SPACE": " "}.get(str(arg), "a")
+        if name == "NEGATE":
+            return "~"
+    raise ValueError("class")
+
+
 def _literal_strings(atom: Atom) -> Iterator[str]:
     operands: list[ast.Operand] = []
     if isinstance(atom, ast.Compare):
@@ -765,6 +862,8 @@ def _minimize(vectors: list[tuple[str, ...]], seen: Sequence[set[str]]) -> list[
 def _condition(provider: str, names: Sequence[str], vector: Sequence[str]) -> str:
     if provider == _NO_CREDENTIALS:
         return "no credentials"
+    if provider == _OTHER:
+        return "a credential no authenticator of the route takes"
     parts = [f'provider == "{provider}"']
     for name, value in zip(names, vector, strict=True):
         if value == "true":
