@@ -176,19 +176,19 @@ def _skeletons(patterns: Sequence[tuple[ast.PatternSegment, ...]]) -> Iterator[S
             if rest_here:
                 yield (*prefix, _DEEPER)  # longer paths, which only `**` routes take
             continue
-        wild = tuple(i for i in going if patterns[i][depth].kind is not literal_kind)
-        for text in sorted(
-            {patterns[i][depth].text for i in going if patterns[i][depth].kind is literal_kind}
-        ):
-            stack.append(
-                (
-                    (*prefix, text),
-                    tuple(i for i in going if i in wild or patterns[i][depth].text == text),
-                    rest_here,
-                )
-            )
+        wild: list[int] = []
+        by_text: dict[str, list[int]] = {}
+        for i in going:  # one pass: each branch gets its literal's patterns and the wildcards
+            segment = patterns[i][depth]
+            if segment.kind is literal_kind:
+                by_text.setdefault(segment.text, []).append(i)
+            else:
+                wild.append(i)
+        for text in sorted(by_text):
+            live_here = tuple(sorted(by_text[text] + wild)) if wild else tuple(by_text[text])
+            stack.append(((*prefix, text), live_here, rest_here))
         if wild or rest_here:
-            stack.append(((*prefix, None), wild, rest_here))
+            stack.append(((*prefix, None), tuple(wild), rest_here))
 
 
 def _display(skeleton: Skeleton) -> str:
