@@ -510,10 +510,11 @@ class _Differ:
             count *= len(candidates)
         too_many = len(atoms) > MAX_ATOMS or count > MAX_VALUATIONS
         pattern = _display(skeleton)
-        # Without a `method` atom, the methods of one route pair are decided alike: one runs.
-        reads_method = any(_reads_method(atom) for atom, _ in atoms.values())
-        rows_before, changes_before = set(self.rows), len(self.changes)
-        for method in methods if reads_method else methods[:1]:
+        # Methods that no atom tells apart are decided alike: one of each class runs, and its
+        # rows are copied to the others.
+        for group in _method_classes(methods, [atom for atom, _ in atoms.values()]):
+            rows_before, changes_before = set(self.rows), len(self.changes)
+            method = group[0]
             for provider in providers:
                 if provider in (_NO_CREDENTIALS, _OTHER) or too_many:
                     if too_many and provider not in (_NO_CREDENTIALS, _OTHER):
@@ -521,7 +522,6 @@ class _Differ:
                         continue
                     self._one(skeleton, pattern, method, provider, {}, {}, old, new, atoms, ())
                     continue
-                found = False
                 for combination in itertools.product(*values):
                     claims = {
                         str(var[1]): value
@@ -534,7 +534,7 @@ class _Differ:
                         for var, value in zip(variables, combination, strict=True)
                         if var[0] == "seg"
                     }
-                    found |= self._one(
+                    self._one(
                         skeleton,
                         pattern,
                         method,
@@ -548,15 +548,14 @@ class _Differ:
                     )
                 if undecided:
                     self._possibly(skeleton, method, provider, old, new)
-        if not reads_method:
             for key in [k for k in self.rows if k not in rows_before]:
-                for other in methods[1:]:
+                for other in group[1:]:
                     copy = (other, *key[1:])
                     self.rows[copy] = self.rows[key]
                     self.examples[copy] = self.examples[key]
                     self.seen[copy[:4]] = self.seen[key[:4]]
             for change in self.changes[changes_before:]:
-                self.changes.extend(attrs.evolve(change, methods=(m,)) for m in methods[1:])
+                self.changes.extend(attrs.evolve(change, methods=(m,)) for m in group[1:])
 
     def _one(
         self,
@@ -725,6 +724,36 @@ def _full(matcher: Any, text: str) -> bool:
         return False
 
 
+def _method_classes(methods: Sequence[str], atoms: Sequence[Atom]) -> list[list[str]]:
+    """The methods grouped by what the atoms can tell apart (rules see HEAD as GET): the
+    literals `method` is compared with, and one class for the rest; any other test of
+    `method` makes each method its own class."""
+    literals: set[Any] = set()
+    every = False
+    for atom in atoms:
+        if not _reads_method(atom):
+            continue
+        if not isinstance(atom, ast.Compare) or atom.op not in _EQUALITY:
+            every = True
+            continue
+        for operand in (atom.left, atom.right):
+            if isinstance(operand, ast.Literal):
+                literals.add(operand.value)
+            elif isinstance(operand, ast.ListLiteral):
+                literals.update(item.value for item in operand.items)
+            elif not isinstance(operand, ast.BuiltinRef):
+                every = True
+    groups: dict[str | None, list[str]] = {}
+    for method in methods:
+        seen_as = "GET" if method == "HEAD" else method
+        key = method if every else seen_as if seen_as in literals else None
+        groups.setdefault(key, []).append(method)
+    return list(groups.values())
+
+
+_EQUALITY = (ast.CompareOp.EQ, ast.CompareOp.NE, ast.CompareOp.IN, ast.CompareOp.NOT_IN)
+
+
 def _reads_method(atom: Atom) -> bool:
     operands: tuple[ast.Operand, ...] = (
         (atom.left, atom.right)
@@ -800,12 +829,14 @@ def _literal_strings(atom: Atom) -> Iterator[str]:
 
 
 def _fresh(taken: set[str], count: int, base: str = "x") -> list[str]:
+    """`count` values that no literal of either policy equals, starts or ends."""
     found: list[str] = []
     number = 0
     while len(found) < count:
         candidate = base if number == 0 else f"{base}{number}"
         number += 1
-        if candidate not in taken and all(candidate not in t for t in taken):
+        # Neither inside a literal nor holding one: no prefix, suffix or equality atom holds.
+        if all(candidate not in t and t not in candidate for t in taken if t):
             found.append(candidate)
     return found
 
