@@ -18,6 +18,8 @@ from typing import Any
 
 import attrs
 
+from policyauth.analysis import openapi
+from policyauth.analysis.diff import load_for_diff
 from policyauth.cli import EXIT_NEGATIVE, EXIT_OK, Command, UsageError, err, out
 from policyauth.cli.github import annotation
 from policyauth.cli.sarif import to_sarif
@@ -63,6 +65,17 @@ def _configure(parser: argparse.ArgumentParser) -> None:
         help="text: each finding with its source line; json: one array of findings; "
         "sarif: a SARIF 2.1.0 log (GitHub code scanning); github: GitHub Actions annotations",
     )
+    parser.add_argument(
+        "--openapi",
+        metavar="SPEC",
+        help="also check the policies against an OpenAPI 3.0/3.1 description (JSON or YAML): "
+        "operations no route takes, operations only a public route takes, routes no operation uses",
+    )
+    parser.add_argument(
+        "--base-path",
+        metavar="PATH",
+        help="the path the API is mounted at (default: the path of the first servers[].url)",
+    )
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -71,6 +84,8 @@ def _run(args: argparse.Namespace) -> int:
     findings: list[Diagnostic] = []
     for file, data in sources:
         findings += lint_file(file, data)
+    if args.openapi is not None:
+        findings = sort_diagnostics(findings + _openapi(args, files, findings))
     if args.format == "json":
         out(json.dumps([to_json(d) for d in findings], indent=2))
     elif args.format == "sarif":
@@ -84,6 +99,28 @@ def _run(args: argparse.Namespace) -> int:
             out("\n\n".join(d.render() for d in findings))
         err(summary(findings, len(files)))
     return EXIT_NEGATIVE if findings else EXIT_OK
+
+
+def _openapi(
+    args: argparse.Namespace, files: Sequence[PolicyFile], findings: Sequence[Diagnostic]
+) -> list[Diagnostic]:
+    """The `--openapi` findings for each file that loads; info lines go to stderr."""
+    try:
+        spec = openapi.load_spec(args.openapi)
+    except openapi.SpecError as exc:
+        raise UsageError(str(exc)) from None
+    base = args.base_path if args.base_path is not None else openapi.base_path(spec)
+    ops = openapi.operations(spec, base)
+    broken = {d.file for d in findings if d.is_error}
+    extra: list[Diagnostic] = []
+    for file in files:
+        if file.name in broken:
+            continue
+        found, infos = openapi.check_coverage(load_for_diff(file.path).model, ops, args.openapi)
+        extra += found
+        for line in infos:
+            err(line)
+    return extra
 
 
 def collect(paths: Sequence[str]) -> list[PolicyFile]:

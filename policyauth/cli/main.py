@@ -36,6 +36,7 @@ COMMANDS: tuple[str, ...] = (
     "inspect",
     "token",
     "serve",
+    "diff",
 )
 
 

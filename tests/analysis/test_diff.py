@@ -1,0 +1,171 @@
+"""`policyauth diff`: flipping classes come with rules and lines; equivalent edits say nothing."""
+
+from __future__ import annotations
+
+import io
+import json
+from contextlib import redirect_stdout
+from pathlib import Path
+
+import pytest
+
+from policyauth.analysis import diff_policies, load_for_diff
+from policyauth.cli.main import main
+
+PROVIDER = """\
+provider corp {
+  userinfo = "https://sso.example.com/userinfo"
+  username = $.sub
+  groups   = $.groups[*]
+  email    = $.email
+}
+
+"""
+
+
+def write(folder: Path, name: str, text: str) -> Path:
+    path = folder / name
+    path.write_text(PROVIDER + text, encoding="utf-8")
+    return path
+
+
+def run_diff(tmp_path: Path, old: str, new: str, *extra: str) -> tuple[int, str]:
+    a, b = write(tmp_path, "old.policy", old), write(tmp_path, "new.policy", new)
+    buffer = io.StringIO()
+    with redirect_stdout(buffer):
+        code = main(["diff", str(a), str(b), *extra])
+    return code, buffer.getvalue()
+
+
+BASE = """\
+route GET /docs/** {
+  public
+}
+
+route GET, DELETE /files/{id} {
+  auth corp
+  deny if param.id == "root"
+  allow if "admins" in groups
+  allow if email endswith "@corp.example"
+}
+
+route POST /files {
+  auth corp
+  allow if "writers" in groups
+}
+"""
+
+
+@pytest.mark.parametrize(
+    ("name", "new"),
+    [
+        (
+            "reformatting",
+            BASE.replace("deny if", "deny   if").replace("\n\nroute POST", "\n\n\nroute POST"),
+        ),
+        (
+            "reordered allows",
+            BASE.replace(
+                'allow if "admins" in groups\n  allow if email endswith "@corp.example"',
+                'allow if email endswith "@corp.example"\n  allow if "admins" in groups',
+            ),
+        ),
+        (
+            "an or split into two allows",
+            BASE.replace(
+                'allow if "admins" in groups\n  allow if email endswith "@corp.example"',
+                'allow if "admins" in groups or email endswith "@corp.example"',
+            ),
+        ),
+        (
+            "a redundant and-not after a matching deny",
+            BASE.replace(
+                'allow if "admins" in groups\n',
+                'allow if "admins" in groups and not (param.id == "root")\n',
+            ),
+        ),
+        (
+            "a route moved below a disjoint one",
+            BASE.replace("route GET /docs/** {\n  public\n}\n\n", "")
+            + "\nroute GET /docs/** {\n  public\n}\n",
+        ),
+    ],
+)
+def test_equivalent_edits_report_nothing_and_exit_0(tmp_path, name, new):
+    code, output = run_diff(tmp_path, BASE, new)
+    assert (code, output.strip()) == (0, "no decision changes"), name
+
+
+def test_a_widened_allow_is_reported_with_identity_statuses_and_both_rules(tmp_path):
+    new = BASE.replace(
+        'allow if "writers" in groups', 'allow if "writers" in groups or "interns" in groups'
+    )
+    code, output = run_diff(tmp_path, BASE, new)
+    assert code == 1
+    lines = output.splitlines()
+    assert lines[0] == (
+        'POST /files (e.g. /files) if provider == "corp" and not ("writers" in groups) and '
+        '"interns" in groups: 403 not_allowed -> 200 allowed'
+    )
+    assert lines[1] == f"  old: `POST /files` ({tmp_path / 'old.policy'}:19)"
+    rule = 'allow if "writers" in groups or "interns" in groups'
+    assert lines[2] == f"  new: `{rule}` ({tmp_path / 'new.policy'}:21)"
+    assert lines[-1] == "1 class of requests change"
+
+
+def test_a_deny_removed_reports_the_literal_param_value_as_the_example(tmp_path):
+    new = BASE.replace('  deny if param.id == "root"\n', "")
+    code, output = run_diff(tmp_path, BASE, new, "--format", "json")
+    assert code == 1
+    changes = json.loads(output)["changes"]
+    assert {c["example"] for c in changes} == {"/files/root"}
+    assert {tuple(c["methods"]) for c in changes} == {("GET", "DELETE")}
+    assert all(c["old"]["status"] == 403 and c["old"]["reason"] == "denied" for c in changes)
+    assert all(c["old"]["rule"] == 'deny if param.id == "root"' for c in changes)
+    assert sorted((c["new"]["status"], c["new"]["rule"]) for c in changes) == [
+        (200, 'allow if "admins" in groups'),
+        (200, 'allow if email endswith "@corp.example"'),
+        (403, "GET, DELETE /files/{id}"),
+    ]
+
+
+def test_a_route_made_public_flips_no_credentials_and_names_the_public_route(tmp_path):
+    new = BASE.replace(
+        'route POST /files {\n  auth corp\n  allow if "writers" in groups\n}',
+        "route POST /files {\n  public\n}",
+    )
+    code, output = run_diff(tmp_path, BASE, new, "--format", "json")
+    assert code == 1
+    changes = json.loads(output)["changes"]
+    nocred = [c for c in changes if c["identity"] == "no credentials"]
+    assert len(nocred) == 1
+    assert nocred[0]["old"]["reason"] == "no_credentials"
+    assert (nocred[0]["new"]["status"], nocred[0]["new"]["reason"]) == (200, "allowed")
+
+
+def test_a_provider_setting_change_is_listed_without_a_rule_change(tmp_path):
+    a = write(tmp_path, "a.policy", BASE)
+    b = tmp_path / "b.policy"
+    b.write_text((PROVIDER + BASE).replace("$.sub", "$.preferred_username"), encoding="utf-8")
+    report = diff_policies(load_for_diff(a), load_for_diff(b))
+    assert report.changes == ()
+    assert [(s.name, s.fields) for s in report.settings] == [("provider corp", ("claims",))]
+    assert report.flips
+
+
+def test_markdown_is_a_table(tmp_path):
+    new = BASE.replace('  deny if param.id == "root"\n', "")
+    code, output = run_diff(tmp_path, BASE, new, "--format", "markdown")
+    assert code == 1
+    assert "| methods | pattern | example | identity | old | new | old rule | new rule |" in output
+    assert "| GET, DELETE | `/files/*` | `/files/root` |" in output
+
+
+def test_a_policy_with_errors_exits_2_with_diagnostics_and_no_traceback(tmp_path, capsys):
+    a = write(tmp_path, "a.policy", BASE)
+    b = tmp_path / "b.policy"
+    b.write_text("route GET /x {\n  auth nobody\n}\n", encoding="utf-8")
+    assert main(["diff", str(a), str(b)]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"policyauth: {b}:1:1: PA117 route `GET /x` has no `allow` rule")
+    assert "Traceback" not in error
