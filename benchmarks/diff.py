@@ -21,9 +21,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import _policies  # noqa: E402
+import _policies
 
-from policyauth.analysis import diff_policies, load_for_diff  # noqa: E402
+from policyauth.analysis import diff_policies, load_for_diff
 
 OLD_RULE = 'allow if "writers" in groups\n}'
 NEW_RULE = 'allow if "writers" in groups or "editors" in groups\n}'
