@@ -36,6 +36,7 @@ import attrs
 
 from policyauth.compiler import Facts, Policy, RoutePlan, compile_policy
 from policyauth.compiler.expressions import RuleError, compile_expr
+from policyauth.compiler.plan import rule_refs
 from policyauth.decision import Decision, Reason
 from policyauth.diagnostics import Diagnostic, PolicyError, Span
 from policyauth.evaluator import evaluate_rules
@@ -617,7 +618,7 @@ class _Differ:
         try:
             test = self.tests.get(id(atom))
             if test is None:
-                test = self.tests[id(atom)] = compile_expr(atom, _refs)
+                test = self.tests[id(atom)] = compile_expr(atom, rule_refs)
             return "true" if test(facts) else "false"
         except RuleError:
             return "error"
@@ -703,18 +704,6 @@ class _Differ:
                 if getattr(old.settings, f.name) != getattr(new.settings, f.name)
             )
             yield SettingChange("settings", fields, new.file)
-
-
-def _refs(operand: ast.Operand) -> Any:
-    if isinstance(operand, ast.ClaimRef):
-        name = operand.name
-        return lambda facts: facts.claims.get(name, MISSING)
-    if isinstance(operand, ast.ParamRef):
-        param = operand.name
-        return lambda facts: facts.params.get(param, MISSING)
-    assert isinstance(operand, ast.BuiltinRef)
-    attribute = operand.builtin.value
-    return lambda facts: getattr(facts, attribute)
 
 
 def _full(matcher: Any, text: str) -> bool:

@@ -176,7 +176,9 @@ def _document_refs(operand: ast.Operand) -> Any:
     return lambda document: path.select(document)
 
 
-def _rule_refs(operand: ast.Operand) -> Any:
+def rule_refs(operand: ast.Operand) -> Any:
+    """How a rule's operand reads the request's facts (also used by `policyauth diff`, which
+    must evaluate atoms exactly as the engine does)."""
     if isinstance(operand, ast.ClaimRef):
         name = operand.name
         return lambda facts: facts.claims.get(name, MISSING)
@@ -204,7 +206,7 @@ def _route(index: int, route: ast.RouteDecl, model: CheckedPolicy, source: _Sour
             rule.kind,
             source.text_of(rule.span),
             rule.span,
-            compile_expr(rule.condition, _rule_refs) if rule.condition is not None else None,
+            compile_expr(rule.condition, rule_refs) if rule.condition is not None else None,
             rule.label.value if rule.label is not None else None,
         )
         for rule in route.body.rules
