@@ -132,7 +132,10 @@ def answered(folder: Path) -> list[float]:
 
 
 def decisions_in(file: Path) -> float:
-    """The allowed decisions one worker's multiprocess file holds."""
+    """The allowed decisions one worker's multiprocess file holds (none yet while the worker
+    is still creating it: an empty file cannot be read)."""
+    if file.stat().st_size == 0:
+        return 0.0
     for family in multiprocess.MultiProcessCollector.merge([str(file)], accumulate=True):
         for sample in family.samples:
             if (
