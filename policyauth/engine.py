@@ -42,10 +42,16 @@ class Engine:
         transport: object | None = None,
         *,
         identities: IdentitySource | None = None,
+        cache_size: int | None = None,
     ) -> None:
         self.policy = policy
         self._located: dict[tuple[str, str], Located] = {}
-        self._remote = RemoteIdentitySource(policy, transport) if identities is None else None
+        # `cache_size`: bytes the identity cache may hold (identity/cache.py says how counted).
+        self._remote = (
+            RemoteIdentitySource(policy, transport, cache_size=cache_size)
+            if identities is None
+            else None
+        )
         self._identities: IdentitySource = (
             identities if identities is not None else self._remote  # type: ignore[assignment]
         )

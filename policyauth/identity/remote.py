@@ -25,7 +25,7 @@ from typing import Any
 import attrs
 
 from policyauth.compiler import Policy, ProviderPlan
-from policyauth.identity.cache import IdentityCache
+from policyauth.identity.cache import DEFAULT_MAX_BYTES, IdentityCache
 from policyauth.identity.flood import CallRation
 from policyauth.identity.introspection import call_sync, introspect, introspect_sync
 from policyauth.identity.jwt import JwtVerifier, Verified
@@ -81,7 +81,7 @@ class RemoteIdentitySource:
         policy: Policy,
         transport: object | None = None,
         *,
-        cache_size: int = 10_000,
+        cache_size: int | None = None,
         clock: Callable[[], float] | None = None,
     ) -> None:
         settings = policy.settings
@@ -92,7 +92,7 @@ class RemoteIdentitySource:
         self._cache = IdentityCache(
             ttl=settings.cache_ttl_ms / 1000,
             negative_ttl=settings.negative_ttl_ms / 1000,
-            max_entries=cache_size,
+            max_bytes=DEFAULT_MAX_BYTES if cache_size is None else cache_size,
             clock=clock or time.monotonic,
         )
         self._ration = CallRation()
