@@ -81,7 +81,7 @@ class RemoteIdentitySource:
         policy: Policy,
         transport: object | None = None,
         *,
-        cache_size: int | None = None,
+        cache_size: int | None = None,  # bytes; overrides the policy's `cache_size`
         clock: Callable[[], float] | None = None,
     ) -> None:
         settings = policy.settings
@@ -92,7 +92,7 @@ class RemoteIdentitySource:
         self._cache = IdentityCache(
             ttl=settings.cache_ttl_ms / 1000,
             negative_ttl=settings.negative_ttl_ms / 1000,
-            max_bytes=DEFAULT_MAX_BYTES if cache_size is None else cache_size,
+            max_bytes=cache_size or settings.cache_size or DEFAULT_MAX_BYTES,
             clock=clock or time.monotonic,
         )
         self._ration = CallRation()

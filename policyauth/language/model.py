@@ -55,6 +55,7 @@ class Settings:
     store_grace_ms: int = DEFAULT_STORE_GRACE_MS
     outbound: Outbound = Outbound()  # every provider's, unless it sets its own
     clock_skew_ms: int = DEFAULT_CLOCK_SKEW_MS  # leeway for `exp`, `nbf` and `iat` of JWTs
+    cache_size: int | None = None  # bytes for the identity cache; None: its default
 
 
 @attrs.frozen

@@ -28,6 +28,7 @@ from lark.tree import Meta
 from policyauth.diagnostics import Diagnostic, PolicyError, Span, line_of
 from policyauth.language import ast
 from policyauth.language.durations import parse_duration
+from policyauth.language.sizes import looks_like_size, parse_size
 
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
@@ -46,6 +47,7 @@ _TERMINAL_NAMES = {
     "STRING": "a string",
     "NUMBER": "a number",
     "DURATION": "a duration",
+    "SIZE": "a size",
     "PATH": "a path pattern `/...`",
     "REGEX": "a regex `/.../`",
     "JSONPATH": "a claim path `$...`",
@@ -254,8 +256,23 @@ class _Builder:
         return ast.DurationValue(milliseconds, text, span)
 
     @_node
+    def size(self, span: Span, children: list[Token]) -> ast.SizeValue:
+        text = str(children[0])
+        size = parse_size(text)
+        assert size is not None  # the SIZE terminal guarantees the shape
+        return ast.SizeValue(size, text, span)
+
+    @_node
     def bad_duration(self, span: Span, children: list[Token]) -> ast.DurationValue:
         text = str(children[0])
+        if looks_like_size(text):
+            self.c.problem(
+                span,
+                "PA170",
+                f"invalid size `{text}`",
+                help="a size is a whole number and KB, MB or GB (powers of 1024): `64MB`",
+            )
+            return ast.DurationValue(0, text, span)
         self.c.problem(
             span,
             "PA006",
