@@ -18,6 +18,7 @@ resources never share a path prefix, so routes of different resources cannot cov
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -447,3 +448,57 @@ def probes(routes: Sequence[RouteSpec]) -> list[Probe]:
             403,
         ),
     ]
+
+
+def _cedar_expr(expr: Expr) -> str:
+    """A condition tree in Cedar: claims are attributes of the principal, params and built-ins
+    of the context; `in` becomes `.contains`, `endswith` a `like "*..."`, and `matches` (Cedar
+    has no regex) a `like` on the pattern's literal characters, which costs Cedar the same to
+    read."""
+    if "literal" in expr:
+        value = expr["literal"]
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        return json.dumps(value)
+    if "claim" in expr:
+        return f"principal.{expr['claim']}"
+    if "param" in expr:
+        return f"context.params.{expr['param']}"
+    if "builtin" in expr:
+        return f"context.{expr['builtin']}"
+    op = expr["op"]
+    if op in ("and", "or"):
+        joiner = " && " if op == "and" else " || "
+        return joiner.join(f"({_cedar_expr(e)})" for e in expr["operands"])
+    if op == "matches":
+        literal = re.sub(r"[^A-Za-z0-9_-]+", "*", expr["pattern"])
+        return f'{_cedar_expr(expr["subject"])} like "{literal}"'
+    if op == "in":
+        return f"{_cedar_expr(expr['right'])}.contains({_cedar_expr(expr['left'])})"
+    if op == "endswith":
+        return f'{_cedar_expr(expr["left"])} like "*{expr["right"]["literal"]}"'
+    return f"{_cedar_expr(expr['left'])} {op} {_cedar_expr(expr['right'])}"
+
+
+def render_cedar(routes: Sequence[RouteSpec]) -> str:
+    """The same routes as a Cedar policy set, for cedarpy's parser: one policy per rule (a
+    public route is one `permit`), the methods as actions, the pattern as a `like` on
+    `context.path` and the providers as a condition on `context.provider`."""
+    out: list[str] = []
+    for route in routes:
+        actions = ", ".join(f'Action::"{m}"' for m in route.methods)
+        scope = f"permit (principal, action in [{actions}], resource)"
+        path = "/" + "/".join("*" if s.startswith(("{", "*")) else s for s in route.segments)
+        where = f'context.path like "{path}"'
+        if not route.auth:
+            out.append(f"{scope}\nwhen {{ {where} }};\n")
+            continue
+        providers = " || ".join(f'context.provider == "{p}"' for p in route.auth)
+        for rule in route.rules:
+            effect = "permit" if rule.kind == "allow" else "forbid"
+            condition = f"({where}) && ({providers})"
+            if rule.condition is not None:
+                condition += f" && ({_cedar_expr(rule.condition)})"
+            out.append(f"{effect} (principal, action in [{actions}], resource)\n")
+            out.append(f"when {{ {condition} }};\n")
+    return "".join(out)

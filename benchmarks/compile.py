@@ -12,10 +12,11 @@ policies (benchmarks/_policies.py) of 10, 100, 1,000 and 10,000 routes and repor
   cyclic garbage collector charges for the objects a load allocates;
 - the split into the phases `loads` runs (parse, check, lint, compile), so that a phase that
   grows faster than the others stands out;
-- two peers, run in the same process on the same routes: `json.loads` of an equivalent JSON
-  document (the floor for reading a configuration of that size in Python) and building a
+- three peers, run in the same process on the same routes: `json.loads` of an equivalent JSON
+  document (the floor for reading a configuration of that size in Python), building a
   Starlette `Router` (each `Route` compiles a regex; what a web application pays at start-up
-  for the same number of routes).
+  for the same number of routes), and cedarpy's `PolicySet.from_str` of the same routes as
+  Cedar policies (Cedar's Rust parser; the peer issue 13 measures loads against, goal 2.5x).
 
 Run `python benchmarks/compile.py` (about a minute and a half) or `--quick` (seconds, 10 and
 100 routes) as a smoke test; `--profile` adds a cProfile summary of a 1,000-route load.
@@ -30,6 +31,8 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+
+import cedarpy
 
 import policyauth
 from policyauth.compiler import compile_policy
@@ -74,6 +77,7 @@ class SizeResult:
     phases: dict[str, _common.Sample]
     json_loads: _common.Sample
     starlette: _common.Sample
+    cedar: _common.Sample
 
 
 def load_in_phases(text: str) -> tuple[dict[str, int], policyauth.Policy]:
@@ -117,6 +121,7 @@ def measure_size(routes: int, runs: int, budget_s: float) -> SizeResult:
     specs = _policies.generate_routes(routes)
     text = _policies.render_policy(specs)
     document = _policies.render_json(specs)
+    cedar_text = _policies.render_cedar(specs)
     phases, policy = time_phases(text, runs=runs, budget_s=budget_s)
     if len(policy.routes) != routes or policy.warnings:  # a load with warnings is not the norm
         raise RuntimeError(f"the generated {routes}-route policy does not load clean")
@@ -137,6 +142,9 @@ def measure_size(routes: int, runs: int, budget_s: float) -> SizeResult:
         ),
         starlette=_common.time_runs(
             lambda: _policies.build_starlette_router(specs), runs=peer_runs, budget_s=budget_s
+        ),
+        cedar=_common.time_runs(
+            lambda: cedarpy.PolicySet.from_str(cedar_text), runs=peer_runs, budget_s=budget_s
         ),
     )
 
@@ -269,6 +277,9 @@ def tables(results: Sequence[SizeResult]) -> list[str]:
                 _common.format_ratio(r.loads.median / r.json_loads.median),
                 fmt(r.starlette.median),
                 _common.format_ratio(r.loads.median / r.starlette.median),
+                fmt(r.cedar.median),
+                _common.format_ratio(r.loads.median / r.cedar.median),
+                _common.format_ratio(r.loads_gc.median / r.cedar.median),
             ]
         )
     peer_table = _common.markdown_table(
@@ -279,6 +290,9 @@ def tables(results: Sequence[SizeResult]) -> list[str]:
             "loads / json",
             "Starlette Router build",
             "loads / Starlette",
+            "cedarpy PolicySet.from_str",
+            "loads / cedarpy",
+            "loads, gc on / cedarpy",
         ],
         peer_rows,
     )
@@ -305,8 +319,10 @@ def tables(results: Sequence[SizeResult]) -> list[str]:
         "",
         "`json.loads` of the same policy as JSON (conditions as trees) is the floor for "
         "reading that much configuration in Python; a Starlette `Router` with one `Route` "
-        "per route compiles one regex each. Ratios are policyauth over the peer, medians, "
-        "collector off.",
+        "per route compiles one regex each; cedarpy parses the same routes as Cedar policies "
+        "(one per rule, `like` for patterns). Ratios are policyauth over the peer, medians, "
+        "collector off, and for cedarpy also with the collector on (as applications load; "
+        "issue 13's goal is 2.5x or less).",
         "",
         peer_table,
     ]

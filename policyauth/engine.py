@@ -50,8 +50,14 @@ class Engine:
         identities: IdentitySource | None = None,
         reload: bool = False,
         reload_interval: float = 1.0,
+        cache_size: int | None = None,
     ) -> None:
-        remote = RemoteIdentitySource(policy, transport) if identities is None else None
+        # `cache_size`: bytes the identity cache may hold (identity/cache.py says how counted).
+        remote = (
+            RemoteIdentitySource(policy, transport, cache_size=cache_size)
+            if identities is None
+            else None
+        )
         self._given = identities
         self._state = _State(policy, remote, identities, _decision_log(policy))
         self._retired: list[RemoteIdentitySource] = []

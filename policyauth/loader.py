@@ -7,8 +7,10 @@ stay on the Policy for whoever wants to show them.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import attrs
@@ -71,6 +73,33 @@ def analyze(
     base_dir: str | os.PathLike[str] | None = None,
 ) -> tuple[Policy | None, list[Diagnostic]]:
     """Every diagnostic for `text` (errors and warnings) and the Policy when there is no error."""
+    with _collector_paused():
+        return _analyze(text, name, env=env, base_dir=base_dir)
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Keep Python's cyclic collector off during a load. A load allocates millions of objects
+    that all stay alive (tokens, AST nodes, the plan), so every generation-0 threshold crossed
+    starts a collection that finds nothing, and at 10,000 routes those scans cost a large
+    share of the load (benchmarks/reports/compile.md, `gc on`). Restored on every exit, and
+    only if it was on: a caller that turned it off keeps it off."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _analyze(
+    text: str,
+    name: str,
+    *,
+    env: Mapping[str, str] | None,
+    base_dir: str | os.PathLike[str] | None,
+) -> tuple[Policy | None, list[Diagnostic]]:
     text = text.removeprefix("\ufeff")  # a byte order mark read as text, as `load` allows
     try:
         tree = parse(text, name)

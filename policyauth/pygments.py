@@ -114,6 +114,7 @@ class PolicyLexer(RegexLexer):  # type: ignore[misc]
             (_JSONPATH, Name.Variable.Global),
             (r'"', String.Double, "string"),
             (r"[0-9]+(?:ms|s|m|h|d)\b", Number),
+            (r"[0-9]+(?:KB|MB|GB)\b", Number),
             (r"-?[0-9]+\.[0-9]+", Number.Float),
             (r"-?[0-9]+", Number.Integer),
             (r"==|!=|=", Operator),

@@ -8,7 +8,10 @@ turn into a flood of provider calls. "Unavailable" is never remembered.
 Keys are keyed BLAKE2b MACs of (authenticator, token) under a random per-process key: the
 raw token is never stored, and the keys are useless outside this process. Expiry uses the
 monotonic clock, so a wall-clock jump neither extends nor cuts an entry. The size is bounded
-(least recently used entries go first).
+(least recently used entries go first) in entries and in bytes: each identity is charged its
+claims as Python holds them plus a full memo of derived values (DERIVED_SIZE decisions at
+MEMO_ENTRY_BYTES each, measured by benchmarks/memory.py), so `max_bytes` holds whatever the
+identities' traffic does afterwards.
 
 Identities and invalid tokens are kept apart, each under its own bound, the invalid ones under
 a smaller one: anyone can make up tokens, so a flood of distinct junk tokens must only ever
@@ -20,14 +23,19 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import sys
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
-from policyauth.identity.source import Identity, IdentityResult, Invalid
+from policyauth.identity.source import DERIVED_SIZE, Identity, IdentityResult, Invalid
 
 DEFAULT_MAX_ENTRIES = 10_000  # identities
+DEFAULT_MAX_BYTES = 128 * 1024 * 1024  # about 9,000 identities with a full memo each
+MEMO_ENTRY_BYTES = 400  # one remembered decision: its key, the Decision, the dict slot
+ENTRY_BYTES = 300  # the cache's own slot: the 32-byte key, the tuple, the OrderedDict node
 DEFAULT_MAX_NEGATIVE = 2_000  # invalid tokens: enough for clients retrying a bad token
 
 
@@ -39,6 +47,7 @@ class IdentityCache:
         negative_ttl: float,
         max_entries: int = DEFAULT_MAX_ENTRIES,
         max_negative: int = DEFAULT_MAX_NEGATIVE,
+        max_bytes: int = DEFAULT_MAX_BYTES,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._secret = secrets.token_bytes(32)
@@ -49,8 +58,10 @@ class IdentityCache:
         self._max_entries = max_entries
         self._max_negative = max_negative
         self._clock = clock
-        self._entries: OrderedDict[bytes, tuple[float, IdentityResult]] = OrderedDict()
-        self._negative: OrderedDict[bytes, tuple[float, IdentityResult]] = OrderedDict()
+        self._max_bytes = max_bytes
+        self._bytes = 0  # what the identities in `_entries` are charged, together
+        self._entries: OrderedDict[bytes, tuple[float, IdentityResult, int]] = OrderedDict()
+        self._negative: OrderedDict[bytes, tuple[float, IdentityResult, int]] = OrderedDict()
         self._lock = threading.Lock()
 
     def key(self, authenticator: str, token: str) -> bytes:
@@ -69,10 +80,11 @@ class IdentityCache:
             entry = entries.get(key)
             if entry is None:
                 return None
-        expires, result = entry
+        expires, result, _ = entry
         try:
             if self._clock() >= expires:
-                del entries[key]
+                with self._lock:  # rare, and the byte count must not lose an update
+                    self._drop(entries, key)
                 return None
             entries.move_to_end(key)
         except KeyError:
@@ -91,12 +103,45 @@ class IdentityCache:
             return
         if ttl <= 0:
             return
+        charge = footprint(result.claims) + ENTRY_BYTES if isinstance(result, Identity) else 0
+        if charge:
+            charge += DERIVED_SIZE * MEMO_ENTRY_BYTES
         with self._lock:
-            other.pop(key, None)  # a key lives in one of the two, with its latest answer
-            entries[key] = (self._clock() + ttl, result)
-            entries.move_to_end(key)
-            while len(entries) > bound:
-                entries.popitem(last=False)
+            self._drop(other, key)  # a key lives in one of the two, with its latest answer
+            self._drop(entries, key)
+            entries[key] = (self._clock() + ttl, result, charge)
+            if entries is self._entries:
+                self._bytes += charge
+            while len(entries) > bound or (
+                entries is self._entries and self._bytes > self._max_bytes
+            ):
+                oldest = next(iter(entries))
+                self._drop(entries, oldest)
+
+    def _drop(
+        self, entries: OrderedDict[bytes, tuple[float, IdentityResult, int]], key: bytes
+    ) -> None:
+        """Forget `key` in `entries`, and its charge; nothing when another thread was first."""
+        entry = entries.pop(key, None)
+        if entry is not None and entries is self._entries:
+            self._bytes -= entry[2]
+
+    @property
+    def charged_bytes(self) -> int:
+        """What the cached identities are charged together: never above `max_bytes`."""
+        return self._bytes
 
     def __len__(self) -> int:
         return len(self._entries) + len(self._negative)
+
+
+def footprint(value: Any) -> int:
+    """Bytes Python holds for a claims document (JSON shapes: dicts, lists, strings, numbers),
+    counted with sys.getsizeof; shared objects count once per reference, an overestimate that
+    only makes the bound safer."""
+    size = sys.getsizeof(value)
+    if isinstance(value, Mapping):
+        return size + sum(footprint(k) + footprint(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return size + sum(footprint(item) for item in value)
+    return size

@@ -26,7 +26,7 @@ from typing import Any
 import attrs
 
 from policyauth.compiler import Policy, ProviderPlan
-from policyauth.identity.cache import IdentityCache
+from policyauth.identity.cache import DEFAULT_MAX_BYTES, IdentityCache
 from policyauth.identity.flood import CallRation
 from policyauth.identity.introspection import call_sync, introspect, introspect_sync
 from policyauth.identity.jwt import JwtVerifier, Verified
@@ -84,7 +84,7 @@ class RemoteIdentitySource:
         policy: Policy,
         transport: object | None = None,
         *,
-        cache_size: int = 10_000,
+        cache_size: int | None = None,  # bytes; overrides the policy's `cache_size`
         clock: Callable[[], float] | None = None,
     ) -> None:
         settings = policy.settings
@@ -95,12 +95,7 @@ class RemoteIdentitySource:
         self._timeout = settings.timeout_ms / 1000
         self._client = UserinfoClient(self._timeout, transport)
         self._jwt = JwtVerifier(self._client, settings.clock_skew_ms / 1000)
-        self._cache = IdentityCache(
-            ttl=settings.cache_ttl_ms / 1000,
-            negative_ttl=settings.negative_ttl_ms / 1000,
-            max_entries=cache_size,
-            clock=self._clock,
-        )
+        self._cache = self._new_cache(policy)
         self._ration = CallRation()
         grace = timedelta(milliseconds=settings.store_grace_ms)
         self._stores = {
@@ -117,6 +112,16 @@ class RemoteIdentitySource:
         self._leaders: set[asyncio.Task[None]] = set()  # running calls, kept from the GC
         self._sync_flights: dict[bytes, _Flight] = {}
         self._lock = threading.Lock()
+
+    def _new_cache(self, policy: Policy) -> IdentityCache:
+        """The identity cache `policy`'s settings ask for (`Engine(cache_size=)` wins)."""
+        settings = policy.settings
+        return IdentityCache(
+            ttl=settings.cache_ttl_ms / 1000,
+            negative_ttl=settings.negative_ttl_ms / 1000,
+            max_bytes=self._cache_size or settings.cache_size or DEFAULT_MAX_BYTES,
+            clock=self._clock,
+        )
 
     # --- async ---------------------------------------------------------------------------------
 
@@ -346,16 +351,12 @@ class RemoteIdentitySource:
         new._timeout = settings.timeout_ms / 1000
         if new._timeout != self._timeout:
             new._client = UserinfoClient(new._timeout, self._transport)
-        if (settings.cache_ttl_ms, settings.negative_ttl_ms) != (
+        if (settings.cache_ttl_ms, settings.negative_ttl_ms, settings.cache_size) != (
             old.settings.cache_ttl_ms,
             old.settings.negative_ttl_ms,
+            old.settings.cache_size,
         ):
-            new._cache = IdentityCache(
-                ttl=settings.cache_ttl_ms / 1000,
-                negative_ttl=settings.negative_ttl_ms / 1000,
-                max_entries=self._cache_size,
-                clock=self._clock,
-            )
+            new._cache = new._new_cache(policy)
         new._providers = dict(policy.providers)
         unchanged = {
             name

@@ -19,7 +19,10 @@ from policyauth.decision import Principal
 from policyauth.request import BasicCredential, BearerCredential
 
 T = TypeVar("T")
-_DERIVED_SIZE = 64  # values per identity: its principal and recent (route, method, path) decisions
+# Values per identity: its principal and recent (route, method, path) decisions. The identity
+# cache charges each identity for a full memo (identity/cache.py), so this also sets how many
+# identities fit in its byte bound.
+DERIVED_SIZE = 33
 DEFAULT_RETRY_AFTER = 5  # seconds: outages are mostly brief; clients that honour it back off
 
 
@@ -40,13 +43,19 @@ class Identity:
     _derived: dict[Hashable, Any] = attrs.field(factory=dict, init=False, eq=False, repr=False)
 
     def derived(self, key: Hashable, make: Callable[[], T]) -> T:
-        """`make()`, remembered under `key` for this identity (a bounded memory)."""
-        if key in self._derived:
-            return self._derived[key]  # type: ignore[no-any-return]
+        """`make()`, remembered under `key` for this identity (a bounded memory, least recently
+        used first out)."""
+        memo = self._derived
+        if key in memo:
+            value = memo.pop(key)  # re-inserted last: dicts keep order, the first is the oldest
+            memo[key] = value
+            return value  # type: ignore[no-any-return]
         value = make()
-        if len(self._derived) >= _DERIVED_SIZE:
-            self._derived.clear()
-        self._derived[key] = value
+        if len(memo) >= DERIVED_SIZE:
+            # Forget the least recently used value only: emptying the memo when full made a
+            # client cycling over one more path than it holds recompute every decision.
+            del memo[next(iter(memo))]
+        memo[key] = value
         return value
 
     def principal(self, authenticator: str) -> Principal | None:

@@ -20,6 +20,7 @@ import base64
 import contextlib
 import contextvars
 import email.utils
+import functools
 import json
 import logging
 import math
@@ -398,7 +399,12 @@ def _query(request: Request) -> httpx.QueryParams | None:
     return httpx.QueryParams([*own, *request.params])
 
 
-_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20)
+# One pool per provider host (UserinfoClient keys its clients by origin), sized for the
+# concurrency a process sees: every connection it opens may stay open. A keep-alive bound below
+# the connection bound makes connections churn (closed after each burst, reopened with a new
+# handshake by the next one) exactly when a server is busiest.
+POOL_SIZE = 100
+_LIMITS = httpx.Limits(max_connections=POOL_SIZE, max_keepalive_connections=POOL_SIZE)
 _NO_OUTBOUND = Outbound()
 
 # The end of the current synchronous call (time.monotonic()), for the network streams below.
@@ -563,9 +569,20 @@ def _unloadable(exc: Exception) -> Unavailable:
     return Unavailable(f"the TLS files cannot be loaded: {reason or type(exc).__name__}")
 
 
+@functools.lru_cache(maxsize=256)
+def _origin(url: str) -> str:
+    """`scheme://host:port` of a provider URL, the key of its connection pool. httpcore's pool
+    scans every connection it holds on each request, so one pool shared by several providers
+    makes each call pay for the others' connections. Cached: the URLs are the policy's and
+    discovery's, a handful per provider (tokens travel in headers, params or forms, never in
+    `url`)."""
+    return url.partition(":")[0].lower() + "://" + _host_port(url)
+
+
 class UserinfoClient:
     """Pooled HTTP clients with the policy's timeout: per outbound setting (CA, client
-    certificate, proxy), one sync client and one async client per event loop.
+    certificate, proxy) and provider host, one sync client and one async client per event
+    loop.
 
     `timeout` bounds each call as a whole (section 3 of the language page: "per call"). httpx's
     timeouts bound each connect, read and write, so a provider dripping its answer a byte at a
@@ -580,9 +597,9 @@ class UserinfoClient:
         self._timeout = httpx.Timeout(timeout)
         self._seconds = timeout
         self._transport = transport
-        self._sync: dict[Outbound, httpx.Client] = {}
+        self._sync: dict[tuple[Outbound, str], httpx.Client] = {}
         self._sync_lock = threading.Lock()  # two threads must not each build (and leak) one
-        self._async: dict[Outbound, httpx.AsyncClient] = {}
+        self._async: dict[tuple[Outbound, str], httpx.AsyncClient] = {}
         self._async_loop: asyncio.AbstractEventLoop | None = None
 
     def _options(self) -> dict[str, Any]:
@@ -591,7 +608,7 @@ class UserinfoClient:
     def send_sync(
         self, request: Request, outbound: Outbound = _NO_OUTBOUND
     ) -> Response | Unavailable:
-        client = self._sync_client(outbound)
+        client = self._sync_client(outbound, _origin(request.url))
         if isinstance(client, Unavailable):
             return client
         deadline = time.monotonic() + self._seconds
@@ -625,7 +642,7 @@ class UserinfoClient:
     async def send(
         self, request: Request, outbound: Outbound = _NO_OUTBOUND
     ) -> Response | Unavailable:
-        client = self._async_client(outbound)
+        client = self._async_client(outbound, _origin(request.url))
         if isinstance(client, Unavailable):
             return client
         try:
@@ -653,14 +670,14 @@ class UserinfoClient:
         except (httpx.HTTPError, OSError) as exc:  # OSError: ssl.SSLError, TimeoutError
             return failure(exc, request.url, outbound.proxy)
 
-    def _async_client(self, outbound: Outbound) -> httpx.AsyncClient | Unavailable:
+    def _async_client(self, outbound: Outbound, origin: str) -> httpx.AsyncClient | Unavailable:
         """An AsyncClient belongs to one event loop; a new loop gets new clients (the old
         loop's are dropped with it)."""
         loop = asyncio.get_running_loop()
         if self._async_loop is not loop:
             self._async = {}
             self._async_loop = loop
-        client = self._async.get(outbound)
+        client = self._async.get((outbound, origin))
         if client is None:
             try:
                 transport = self._transport or httpx.AsyncHTTPTransport(
@@ -668,20 +685,21 @@ class UserinfoClient:
                 )
             except (OSError, ValueError) as exc:
                 return _unloadable(exc)
-            client = self._async[outbound] = httpx.AsyncClient(
+            client = self._async[outbound, origin] = httpx.AsyncClient(
                 transport=transport, **self._options()
             )
         return client
 
-    def _sync_client(self, outbound: Outbound) -> httpx.Client | Unavailable:
+    def _sync_client(self, outbound: Outbound, origin: str) -> httpx.Client | Unavailable:
         with self._sync_lock:
-            client = self._sync.get(outbound)
+            client = self._sync.get((outbound, origin))
             if client is None:
                 try:
                     transport = self._transport or _deadline_transport(outbound)
                 except (OSError, ValueError) as exc:
                     return _unloadable(exc)
-                client = self._sync[outbound] = httpx.Client(transport=transport, **self._options())
+                client = httpx.Client(transport=transport, **self._options())
+                self._sync[outbound, origin] = client
             return client
 
     def close(self) -> None:

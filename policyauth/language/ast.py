@@ -59,6 +59,15 @@ class DurationValue:
 
 
 @attrs.frozen
+class SizeValue:
+    """A size literal such as `64MB` (powers of 1024); `bytes` is exact, `text` as written."""
+
+    bytes: int
+    text: str
+    span: Span = _span()
+
+
+@attrs.frozen
 class EnvValue:
     """`env("NAME")` or `env("NAME", "default")`, resolved when the policy is loaded."""
 
@@ -94,6 +103,7 @@ Value: TypeAlias = (
     | NumberValue
     | BoolValue
     | DurationValue
+    | SizeValue
     | EnvValue
     | JsonPathValue
     | ListValue

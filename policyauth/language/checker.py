@@ -39,6 +39,7 @@ from policyauth.language.presets import (
 from policyauth.language.regex import RegexError, compile_regex
 from policyauth.language.routing import RouteIndex, method_set
 from policyauth.language.shadowing import OverlapCollector, public_shadowing
+from policyauth.language.sizes import parse_size
 from policyauth.language.urls import is_loopback
 
 # Types of expression operands, as far as they are known at load time.
@@ -215,6 +216,29 @@ class _Checker:
             raise _Invalid
         return milliseconds
 
+    def _size(self, value: ast.Value, key: str) -> int:
+        """Bytes for a size setting: a `64MB` literal, or an env() value written the same way."""
+        if isinstance(value, ast.SizeValue):
+            size = value.bytes
+        elif isinstance(value, ast.EnvValue):
+            text = self._string(value, key)
+            parsed = parse_size(text)
+            if parsed is None:
+                self.report(
+                    value.span,
+                    "PA171",
+                    f"`{key}` takes a size; environment value `{text[:40]}` is not one",
+                    "write a whole number and KB, MB or GB: `64MB`",
+                )
+                raise _Invalid
+            size = parsed
+        else:
+            self._wrong_type(value, key, "a size such as `64MB`")
+        if size == 0:
+            self.report(value.span, "PA172", f"`{key}` must be larger than zero")
+            raise _Invalid
+        return size
+
     def _count(self, value: ast.Value, key: str) -> int:
         if isinstance(value, ast.NumberValue) and isinstance(value.value, int) and value.value > 0:
             return value.value
@@ -336,6 +360,7 @@ class _Checker:
             **dict.fromkeys(OUTBOUND_KEYS, self._string),
             "clock_skew": lambda v, k: self._duration(v, k, zero=True),
             "decision_log": self._string,
+            "cache_size": self._size,
         }
         values: dict[str, Any] = {}
         for key, setting in entries.items():
@@ -366,6 +391,7 @@ class _Checker:
             outbound=self.outbound,
             clock_skew_ms=values.get("clock_skew", defaults.clock_skew_ms),
             decision_log=decision_log(self, entries, values.get("decision_log", "off")),
+            cache_size=values.get("cache_size", defaults.cache_size),
         )
 
     def _tokens(self, decl: ast.TokensDecl) -> TokensSpec | None:
@@ -1027,6 +1053,7 @@ def _describe(value: ast.Value) -> str:
         ast.NumberValue: "a number",
         ast.BoolValue: "a boolean",
         ast.DurationValue: "a duration",
+        ast.SizeValue: "a size",
         ast.EnvValue: "an env() value",
         ast.JsonPathValue: "a claim path",
         ast.ListValue: "a list",

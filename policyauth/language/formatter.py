@@ -435,7 +435,7 @@ def _comment(comment: ast.Comment) -> str:
 def _value(value: ast.Value) -> str:
     if isinstance(value, ast.StringValue):
         return quote(value.value)
-    if isinstance(value, ast.NumberValue | ast.DurationValue):
+    if isinstance(value, ast.NumberValue | ast.DurationValue | ast.SizeValue):
         return value.text
     if isinstance(value, ast.BoolValue):
         return "true" if value.value else "false"

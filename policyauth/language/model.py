@@ -56,6 +56,7 @@ class Settings:
     outbound: Outbound = Outbound()  # every provider's, unless it sets its own
     clock_skew_ms: int = DEFAULT_CLOCK_SKEW_MS  # leeway for `exp`, `nbf` and `iat` of JWTs
     decision_log: str = "off"  # "off", "stderr", or a file (absolute, or relative to the cwd)
+    cache_size: int | None = None  # bytes for the identity cache; None: its default
 
 
 @attrs.frozen

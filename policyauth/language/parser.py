@@ -21,13 +21,14 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import lark
-from lark import Lark, Token, Transformer, v_args
+from lark import Lark, Token
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 from lark.tree import Meta
 
 from policyauth.diagnostics import Diagnostic, PolicyError, Span, line_of
 from policyauth.language import ast
 from policyauth.language.durations import parse_duration
+from policyauth.language.sizes import looks_like_size, parse_size
 
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
@@ -46,6 +47,7 @@ _TERMINAL_NAMES = {
     "STRING": "a string",
     "NUMBER": "a number",
     "DURATION": "a duration",
+    "SIZE": "a size",
     "PATH": "a path pattern `/...`",
     "REGEX": "a regex `/.../`",
     "JSONPATH": "a claim path `$...`",
@@ -128,13 +130,9 @@ def parse(text: str, file: str = "<policy>") -> ast.Policy:
     _current.append(collector)
     try:
         tree = _parser().parse(text)
-        policy = _Builder(collector).transform(tree)
+        policy = _Builder(collector).build(tree)
     except UnexpectedInput as exc:
         raise PolicyError([_syntax_diagnostic(exc, collector)]) from None
-    except lark.exceptions.VisitError as exc:
-        if isinstance(exc.orig_exc, RecursionError):
-            _too_deep(collector)
-        raise
     except RecursionError:
         _too_deep(collector)
     finally:
@@ -169,22 +167,34 @@ def _span(collector: _Collector, meta: Meta) -> Span:
     return Span(collector.file, meta.line, meta.column, meta.end_line, meta.end_column)
 
 
-def _node(method: Callable[..., Any]) -> Callable[..., Any]:
-    """Mark a builder method as taking (self, span, children)."""
-
-    @functools.wraps(method)
-    def wrapper(self: _Builder, meta: Meta, children: list[Any]) -> Any:
-        return method(self, _span(self.c, meta), children)
-
-    return v_args(meta=True, inline=False)(wrapper)
+_NodeBuilder = Callable[["_Builder", Span, list[Any]], Any]
+_NODE_BUILDERS: dict[str, _NodeBuilder] = {}
 
 
-class _Builder(Transformer[Token, Any]):
+def _node(method: _NodeBuilder) -> _NodeBuilder:
+    """Register a builder method, taking (self, span, children), for the grammar rule of its
+    name. A plain table rather than Lark's Transformer with `v_args(meta=True)`: that one makes
+    a new wrapper function (functools.update_wrapper) for every node it visits, which cost
+    about a third of a load (issue 13)."""
+    _NODE_BUILDERS[method.__name__] = method
+    return method
+
+
+class _Builder:
     """Builds AST nodes bottom-up from the parse tree; records shape problems as it goes."""
 
     def __init__(self, collector: _Collector) -> None:
-        super().__init__(visit_tokens=False)
         self.c = collector
+
+    def build(self, tree: lark.Tree[Token]) -> Any:
+        """The AST node for `tree`, its subtrees built first; tokens are passed as they are."""
+        children: list[Any] = []
+        for child in tree.children:
+            children.append(self.build(child) if isinstance(child, lark.Tree) else child)
+        method = _NODE_BUILDERS.get(tree.data)
+        if method is None:  # pragma: no cover - every rule of the grammar has a builder
+            raise AssertionError(f"grammar rule without a builder: {tree.data}")
+        return method(self, _span(self.c, tree.meta), children)
 
     def _tok(self, token: Token) -> Span:
         return _token_span(self.c.file, token)
@@ -246,8 +256,23 @@ class _Builder(Transformer[Token, Any]):
         return ast.DurationValue(milliseconds, text, span)
 
     @_node
+    def size(self, span: Span, children: list[Token]) -> ast.SizeValue:
+        text = str(children[0])
+        size = parse_size(text)
+        assert size is not None  # the SIZE terminal guarantees the shape
+        return ast.SizeValue(size, text, span)
+
+    @_node
     def bad_duration(self, span: Span, children: list[Token]) -> ast.DurationValue:
         text = str(children[0])
+        if looks_like_size(text):
+            self.c.problem(
+                span,
+                "PA170",
+                f"invalid size `{text}`",
+                help="a size is a whole number and KB, MB or GB (powers of 1024): `64MB`",
+            )
+            return ast.DurationValue(0, text, span)
         self.c.problem(
             span,
             "PA006",
@@ -518,9 +543,6 @@ class _Builder(Transformer[Token, Any]):
     @_node
     def start(self, span: Span, children: list[ast.Declaration]) -> ast.Policy:
         return ast.Policy(self.c.file, tuple(children), tuple(self.c.comments))
-
-    def __default__(self, data: str, children: list[Any], meta: Meta) -> Any:
-        raise AssertionError(f"grammar rule without a builder: {data}")  # pragma: no cover
 
 
 def _operand(node: Any) -> ast.Operand:

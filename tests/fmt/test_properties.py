@@ -40,6 +40,7 @@ names = st.from_regex(r"[A-Za-z_][A-Za-z0-9_-]{0,8}", fullmatch=True).filter(
 param_names = st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,6}", fullmatch=True)
 numbers = st.from_regex(r"-?[0-9]{1,4}(\.[0-9]{1,3})?", fullmatch=True)
 durations = st.from_regex(r"[0-9]{1,4}(ms|s|m|h|d)", fullmatch=True)
+sizes = st.from_regex(r"[0-9]{1,4}(KB|MB|GB)", fullmatch=True)
 claim_paths = st.sampled_from(
     [
         "$",
@@ -97,6 +98,7 @@ scalar_values = st.one_of(
     strings().map(lambda s: [s]),
     numbers.map(lambda n: [n]),
     durations.map(lambda d: [d]),
+    sizes.map(lambda s: [s]),
     st.sampled_from([["true"], ["false"]]),
     st.tuples(strings(), st.none() | strings()).map(
         lambda t: ["env", "(", t[0], ")"] if t[1] is None else ["env", "(", t[0], ",", t[1], ")"]

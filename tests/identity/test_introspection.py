@@ -153,7 +153,7 @@ def test_exp_bounds_the_cache():
     assert engine.authorize_sync("GET", "/reports", bearer(token)).status == 200
     remote = engine._state.remote
     assert remote is not None
-    expires, _ = remote._cache._entries[remote._cache.key(remote._tags["legacy"], token)]
+    expires, _, _ = remote._cache._entries[remote._cache.key(remote._tags["legacy"], token)]
     assert expires - time.monotonic() <= 2.1
     assert engine.authorize_sync("GET", "/reports", bearer(token)).status == 200
     assert len(server.requests) == 1

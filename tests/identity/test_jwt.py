@@ -380,7 +380,7 @@ def test_the_identity_is_cached_but_never_past_exp(issuer):
     remote = engine._state.remote
     assert remote is not None
     key = remote._cache.key(remote._tags["corp"], token)
-    expires, _ = remote._cache._entries[key]
+    expires, _, _ = remote._cache._entries[key]
     assert expires - time.monotonic() <= 2.1
 
 
