@@ -15,12 +15,13 @@ For a tokens block, the local store answers; it needs no cache.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import threading
 import time
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
@@ -37,6 +38,10 @@ from policyauth.identity.source import (
     Unavailable,
 )
 from policyauth.identity.tokens import TokenStore
+
+if TYPE_CHECKING:
+    from policyauth.identity.rediscache import SharedCache
+    from policyauth.language.model import Settings
 from policyauth.identity.userinfo import (
     Endpoints,
     Response,
@@ -96,6 +101,7 @@ class RemoteIdentitySource:
             clock=clock or time.monotonic,
         )
         self._ration = CallRation()
+        self._shared = _shared_cache(settings)
         grace = timedelta(milliseconds=settings.store_grace_ms)
         self._stores = {
             name: TokenStore(spec.store, grace=grace) for name, spec in policy.tokens.items()
@@ -160,7 +166,10 @@ class RemoteIdentitySource:
     ) -> None:
         result: IdentityResult = Unavailable("the provider call was interrupted")
         try:
-            result = await self._fetch(provider, token)
+            if self._shared is None:
+                result = await self._fetch(provider, token)
+            else:
+                result = await self._fetch_shared(provider, token)
             self._cache.put(key, result)
         except Exception:
             log.exception("identity lookup failed for provider %s", provider.name)
@@ -171,6 +180,18 @@ class RemoteIdentitySource:
             del self._async_flights[key]
             flight.set_result(result)
         _log_result(provider.name, result)
+
+    async def _fetch_shared(self, provider: ProviderPlan, token: str) -> IdentityResult:
+        """Through the Redis cache: its waits run in a thread, the provider call on this loop."""
+        shared = self._shared
+        assert shared is not None
+        loop = asyncio.get_running_loop()
+
+        def fetch() -> IdentityResult:
+            return asyncio.run_coroutine_threadsafe(self._fetch(provider, token), loop).result()
+
+        key = shared.key(provider.name, _fingerprint(provider), token)
+        return await asyncio.to_thread(shared.resolve, key, token, fetch)
 
     async def _fetch(self, provider: ProviderPlan, token: str) -> IdentityResult:
         if provider.spec.validate == "jwt":
@@ -231,7 +252,13 @@ class RemoteIdentitySource:
             flight.done.wait(self._timeout * 3 + 1)
             return flight.result
         try:
-            flight.result = self._fetch_sync(provider, token)
+            if self._shared is None:
+                flight.result = self._fetch_sync(provider, token)
+            else:
+                shared_key = self._shared.key(provider.name, _fingerprint(provider), token)
+                flight.result = self._shared.resolve(
+                    shared_key, token, lambda: self._fetch_sync(provider, token)
+                )
             self._cache.put(key, flight.result)
         except Exception:
             log.exception("identity lookup failed for provider %s", provider.name)
@@ -384,3 +411,24 @@ def _log_result(provider: str, result: IdentityResult) -> None:
         log.debug("provider %s refused a token: %s", provider, result.detail)
     else:
         log.debug("provider %s validated a token", provider)
+
+
+def _shared_cache(settings: Settings) -> SharedCache | None:
+    """The Redis cache the settings ask for; the redis client is only needed then."""
+    if settings.cache == "memory" or settings.cache_secret is None:
+        return None
+    from policyauth.identity.rediscache import SharedCache
+
+    return SharedCache(
+        settings.cache,
+        settings.cache_secret,
+        ttl=settings.cache_ttl_ms / 1000,
+        negative_ttl=settings.negative_ttl_ms / 1000,
+        provider_timeout=settings.timeout_ms / 1000,
+    )
+
+
+def _fingerprint(provider: ProviderPlan) -> str:
+    """The provider's settings, hashed: a changed provider never reads another's entries."""
+    fields = attrs.asdict(provider.spec, filter=lambda a, _v: a.name != "span")
+    return hashlib.sha256(repr(fields).encode()).hexdigest()

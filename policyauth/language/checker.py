@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 import attrs
 
 from policyauth.diagnostics import Diagnostic, Severity, Span
-from policyauth.language import ast, validation_checks
+from policyauth.language import ast, fleet_checks, validation_checks
 from policyauth.language.claimpath import ClaimPath, ClaimPathError, compile_claim_path
 from policyauth.language.durations import parse_duration
 from policyauth.language.labels import label_problems
@@ -334,6 +334,8 @@ class _Checker:
             "store_grace": lambda v, k: self._duration(v, k, zero=True),
             **dict.fromkeys(OUTBOUND_KEYS, self._string),
             "clock_skew": lambda v, k: self._duration(v, k, zero=True),
+            "cache": self._string,
+            "cache_secret": self._string,
         }
         values: dict[str, Any] = {}
         for key, setting in entries.items():
@@ -363,6 +365,7 @@ class _Checker:
             store_grace_ms=values.get("store_grace", defaults.store_grace_ms),
             outbound=self.outbound,
             clock_skew_ms=values.get("clock_skew", defaults.clock_skew_ms),
+            **fleet_checks.cache_settings(self, decl, entries, values),
         )
 
     def _tokens(self, decl: ast.TokensDecl) -> TokensSpec | None:

@@ -55,6 +55,8 @@ class Settings:
     store_grace_ms: int = DEFAULT_STORE_GRACE_MS
     outbound: Outbound = Outbound()  # every provider's, unless it sets its own
     clock_skew_ms: int = DEFAULT_CLOCK_SKEW_MS  # leeway for `exp`, `nbf` and `iat` of JWTs
+    cache: str = attrs.field(default="memory", repr=False)  # or a redis URL (may hold a password)
+    cache_secret: str | None = attrs.field(default=None, repr=False)  # keys Redis entries
 
 
 @attrs.frozen
