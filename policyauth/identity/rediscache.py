@@ -127,7 +127,8 @@ class SharedCache:
                 )
 
     def _working(self) -> None:
-        if self._down:
+        # A failure while sharing an answer (already fetched, so not raised) keeps it down.
+        if self._down and self._usable():
             with self._state:
                 if self._down:
                     self._down = False
