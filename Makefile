@@ -8,6 +8,10 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: setup demo test check pytest clean servers
 
+# Debian packages of the real servers the suite runs: the proxies of tests/serve (nginx, caddy)
+# and the fleet's shared stores of tests/fleet (redis-server, postgresql).
+SERVER_PACKAGES := nginx caddy redis-server postgresql
+
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml
@@ -24,16 +28,18 @@ check: setup
 	$(BIN)/ruff format --check policyauth tests benchmarks examples
 	$(BIN)/mypy
 
-pytest: setup
+pytest: setup servers
 	$(BIN)/python -m pytest
 
 test: servers check pytest
 
-# The real proxies the serve tests run (tests/serve/proxies.py): installed when missing and
-# when we are root (CI is); elsewhere the tests skip them, and under CI=true they fail.
+# Installed when missing and when we are root (CI is); elsewhere the tests skip what is
+# missing, and under CI=true they fail.
 servers:
-	@if [ "$$(id -u)" = 0 ] && ! { command -v nginx && command -v caddy; } >/dev/null 2>&1; then \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx caddy; \
+	@missing=$$(for p in $(SERVER_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ] && [ "$$(id -u)" = 0 ]; then \
+		DEBIAN_FRONTEND=noninteractive apt-get update -q && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
 	fi
 
 clean:

@@ -15,13 +15,14 @@ For a tokens block, the local store answers; it needs no cache.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import itertools
 import logging
 import threading
 import time
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
@@ -38,6 +39,10 @@ from policyauth.identity.source import (
     Unavailable,
 )
 from policyauth.identity.tokens import TokenStore
+
+if TYPE_CHECKING:
+    from policyauth.identity.rediscache import SharedCache
+    from policyauth.language.model import Settings
 from policyauth.identity.userinfo import (
     Endpoints,
     Response,
@@ -97,6 +102,7 @@ class RemoteIdentitySource:
         self._jwt = JwtVerifier(self._client, settings.clock_skew_ms / 1000)
         self._cache = self._new_cache(policy)
         self._ration = CallRation()
+        self._shared = _shared_cache(settings)
         grace = timedelta(milliseconds=settings.store_grace_ms)
         self._stores = {
             name: TokenStore(spec.store, grace=grace) for name, spec in policy.tokens.items()
@@ -184,7 +190,10 @@ class RemoteIdentitySource:
         result: IdentityResult = Unavailable("the provider call was interrupted")
         started = time.perf_counter()
         try:
-            result = await self._fetch(provider, token)
+            if self._shared is None:
+                result = await self._fetch(provider, token)
+            else:
+                result = await self._fetch_shared(provider, token)
             self._cache.put(key, result)
         except Exception:
             log.exception("identity lookup failed for provider %s", provider.name)
@@ -195,6 +204,18 @@ class RemoteIdentitySource:
             del self._async_flights[key]
             flight.set_result(result)
         _log_result(provider.name, result, time.perf_counter() - started)
+
+    async def _fetch_shared(self, provider: ProviderPlan, token: str) -> IdentityResult:
+        """Through the Redis cache: its waits run in a thread, the provider call on this loop."""
+        shared = self._shared
+        assert shared is not None
+        loop = asyncio.get_running_loop()
+
+        def fetch() -> IdentityResult:
+            return asyncio.run_coroutine_threadsafe(self._fetch(provider, token), loop).result()
+
+        key = shared.key(provider.name, _fingerprint(provider), token)
+        return await asyncio.to_thread(shared.resolve, key, token, fetch)
 
     async def _fetch(self, provider: ProviderPlan, token: str) -> IdentityResult:
         if provider.spec.validate == "jwt":
@@ -256,7 +277,13 @@ class RemoteIdentitySource:
             return flight.result
         started = time.perf_counter()
         try:
-            flight.result = self._fetch_sync(provider, token)
+            if self._shared is None:
+                flight.result = self._fetch_sync(provider, token)
+            else:
+                shared_key = self._shared.key(provider.name, _fingerprint(provider), token)
+                flight.result = self._shared.resolve(
+                    shared_key, token, lambda: self._fetch_sync(provider, token)
+                )
             self._cache.put(key, flight.result)
         except Exception:
             log.exception("identity lookup failed for provider %s", provider.name)
@@ -357,6 +384,9 @@ class RemoteIdentitySource:
             old.settings.cache_size,
         ):
             new._cache = new._new_cache(policy)
+        old_shared = (old.settings.cache, old.settings.cache_secret)
+        if (settings.cache, settings.cache_secret) != old_shared:
+            new._shared = _shared_cache(settings)
         new._providers = dict(policy.providers)
         unchanged = {
             name
@@ -460,3 +490,24 @@ def _log_result(provider: str, result: IdentityResult, seconds: float) -> None:
         log.debug("provider %s refused a token: %s", provider, result.detail)
     else:
         log.debug("provider %s validated a token", provider)
+
+
+def _shared_cache(settings: Settings) -> SharedCache | None:
+    """The Redis cache the settings ask for; the redis client is only needed then."""
+    if settings.cache == "memory" or settings.cache_secret is None:
+        return None
+    from policyauth.identity.rediscache import SharedCache
+
+    return SharedCache(
+        settings.cache,
+        settings.cache_secret,
+        ttl=settings.cache_ttl_ms / 1000,
+        negative_ttl=settings.negative_ttl_ms / 1000,
+        provider_timeout=settings.timeout_ms / 1000,
+    )
+
+
+def _fingerprint(provider: ProviderPlan) -> str:
+    """The provider's settings, hashed: a changed provider never reads another's entries."""
+    fields = attrs.asdict(provider.spec, filter=lambda a, _v: a.name != "span")
+    return hashlib.sha256(repr(fields).encode()).hexdigest()

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 import attrs
 
 from policyauth.diagnostics import Diagnostic, Severity, Span
-from policyauth.language import ast, validation_checks
+from policyauth.language import ast, fleet_checks, validation_checks
 from policyauth.language.claimpath import ClaimPath, ClaimPathError, compile_claim_path
 from policyauth.language.durations import parse_duration
 from policyauth.language.labels import label_problems
@@ -361,6 +361,8 @@ class _Checker:
             "clock_skew": lambda v, k: self._duration(v, k, zero=True),
             "decision_log": self._string,
             "cache_size": self._size,
+            "cache": self._string,
+            "cache_secret": self._string,
         }
         values: dict[str, Any] = {}
         for key, setting in entries.items():
@@ -392,6 +394,7 @@ class _Checker:
             clock_skew_ms=values.get("clock_skew", defaults.clock_skew_ms),
             decision_log=decision_log(self, entries, values.get("decision_log", "off")),
             cache_size=values.get("cache_size", defaults.cache_size),
+            **fleet_checks.cache_settings(self, decl, entries, values),
         )
 
     def _tokens(self, decl: ast.TokensDecl) -> TokensSpec | None:

@@ -57,6 +57,8 @@ class Settings:
     clock_skew_ms: int = DEFAULT_CLOCK_SKEW_MS  # leeway for `exp`, `nbf` and `iat` of JWTs
     decision_log: str = "off"  # "off", "stderr", or a file (absolute, or relative to the cwd)
     cache_size: int | None = None  # bytes for the identity cache; None: its default
+    cache: str = attrs.field(default="memory", repr=False)  # or a redis URL (may hold a password)
+    cache_secret: str | None = attrs.field(default=None, repr=False)  # keys Redis entries
 
 
 @attrs.frozen
