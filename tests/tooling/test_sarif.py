@@ -89,7 +89,9 @@ def rules_from_reference(markdown: str) -> list[dict[str, str]]:
         entries.append(
             {
                 "id": code,
-                "name": "".join(word[:1].upper() + word[1:] for word in re.findall(r"\w+", title)),
+                "name": "".join(
+                    word[:1].upper() + word[1:] for word in re.findall(r"[A-Za-z0-9]+", title)
+                ),
                 "title": title,
                 "description": description,
                 "help_text": help_text.rstrip("\n"),
