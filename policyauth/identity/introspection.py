@@ -76,7 +76,12 @@ def _endpoint_from(
     provider: ProviderPlan, found: Endpoints, response: Response | Unavailable
 ) -> str | Unavailable:
     assert provider.spec.issuer is not None
-    url = discovered(provider.spec.issuer, response, "introspection_endpoint")
+    url = discovered(
+        provider.spec.issuer,
+        response,
+        "introspection_endpoint",
+        insecure_http=provider.spec.outbound.insecure_http,
+    )
     if isinstance(url, str):
         found[provider.name] = url
     return url

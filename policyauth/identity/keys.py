@@ -202,7 +202,9 @@ class KeySets:
         self, spec: ProviderSpec, state: _State, response: Response | Unavailable
     ) -> str | Unavailable:
         assert spec.issuer is not None
-        found = discovered(spec.issuer, response, "jwks_uri")
+        found = discovered(
+            spec.issuer, response, "jwks_uri", insecure_http=spec.outbound.insecure_http
+        )
         if isinstance(found, str):
             state.jwks_uri = found
         return found
@@ -269,9 +271,12 @@ class KeySets:
         return Key(kid, jwk["kty"], crv if isinstance(crv, str) else None, alg, converted)
 
 
-def discovered(issuer: str, response: Response | Unavailable, field: str) -> str | Unavailable:
+def discovered(
+    issuer: str, response: Response | Unavailable, field: str, *, insecure_http: bool
+) -> str | Unavailable:
     """One endpoint named by an issuer's discovery document (OIDC Discovery 4.3: the document's
-    `issuer` must be the one asked about)."""
+    `issuer` must be the one asked about). A plain http endpoint is taken under the rule of the
+    provider's own URLs: on loopback, or anywhere with `insecure_http = true`."""
     if isinstance(response, Unavailable):
         return response
     if response.status != 200:
@@ -282,7 +287,7 @@ def discovered(issuer: str, response: Response | Unavailable, field: str) -> str
     if str(document.get("issuer", "")).rstrip("/") != issuer.rstrip("/"):
         return Unavailable("the discovery document names another issuer")
     url = document.get(field)
-    if not isinstance(url, str) or not _acceptable_url(url, insecure_http=False):
+    if not isinstance(url, str) or not _acceptable_url(url, insecure_http):
         return Unavailable(f"the discovery document has no usable `{field}`")
     return url
 

@@ -404,6 +404,35 @@ def test_discovery_finds_the_jwks():
     assert issuer.jwks_requests == 1
 
 
+@pytest.mark.parametrize("opted_in", [False, True])
+def test_a_discovered_plain_http_jwks_needs_the_providers_insecure_http(opted_in):
+    """The discovery document is the provider's word, so its URLs follow the provider's rule:
+    plain http off loopback only with `insecure_http = true`, never silently."""
+    issuer = Issuer(jwks_url="http://keys.internal/keys")
+    issuer.add("k1")
+    discovery = {"issuer": ISSUER, "jwks_uri": "http://keys.internal/keys"}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/.well-known/openid-configuration"):
+            return httpx.Response(200, json=discovery)
+        return issuer._answer(request)
+
+    policy = POLICY.replace(f'  jwks     = "{JWKS}"\n', "")
+    if opted_in:
+        policy = policy.replace(
+            '  token_type = "at+jwt"\n', '  token_type = "at+jwt"\n  insecure_http = true\n'
+        )
+    engine = policyauth.Engine(policyauth.loads(policy, "jwt.policy"), httpx.MockTransport(handler))
+    for mode in MODES:
+        decision = authorize(engine, issuer.token(), mode)
+        if opted_in:
+            assert (decision.status, decision.rule is not None) == (200, True), decision.message
+        else:
+            assert (decision.status, decision.reason) == (503, Reason.PROVIDER_UNAVAILABLE)
+            assert decision.message == "the discovery document has no usable `jwks_uri`"
+    assert issuer.jwks_requests == (1 if opted_in else 0)
+
+
 def test_500_concurrent_first_requests_with_one_new_kid_make_one_fetch_async(issuer):
     issuer.delay = 0.2
     engine = engine_for(issuer, use_async=True)
