@@ -41,7 +41,9 @@ from policyauth.identity.source import Identity, IdentityResult, Invalid, Unavai
 from policyauth.identity.userinfo import UserinfoClient
 from policyauth.language.model import ProviderSpec
 
-MAX_TOKEN = 8 * 1024  # characters; above the request layer's own cap, kept for direct callers
+MAX_TOKEN = (
+    8 * 1024
+)  # characters; the request layer's cap too (MAX_CREDENTIALS), kept for direct callers
 # Which keys each algorithm may be verified with: (kty, crv or None for any).
 _FAMILY: dict[str, tuple[str, tuple[str, ...] | None]] = {
     "RS256": ("RSA", None),

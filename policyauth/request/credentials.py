@@ -68,8 +68,14 @@ class BasicCredential:
 Credential: TypeAlias = NoCredentials | BearerCredential | BasicCredential
 
 
+# Characters after the scheme. JWT access tokens carry their claims: Entra ID and Keycloak
+# tokens with many groups or roles pass 4 KiB; 8 KiB is nginx's default header buffer, so a
+# longer one would not reach us through the usual proxy anyway.
+MAX_CREDENTIALS = 8 * 1024
+
+
 def read_credentials(
-    headers: Headers, query: str, *, max_token: int = 4096
+    headers: Headers, query: str, *, max_token: int = MAX_CREDENTIALS
 ) -> Credential | Rejection:
     """Read the one credential a request carries, if any, or reject the request.
 

@@ -256,6 +256,18 @@ def test_an_oversized_token_is_refused_before_parsing(issuer, mode):
 
 
 @pytest.mark.parametrize("mode", MODES)
+def test_a_token_with_many_roles_past_4_kib_is_accepted(issuer, mode):
+    """Entra ID and Keycloak tokens carrying hundreds of groups or roles pass 4 KiB."""
+    roles = ["reporting", *(f"team-{n:04d}-readers" for n in range(250))]
+    token = issuer.token(realm_access={"roles": roles})
+    assert 4096 < len(token) <= 8192
+    decision = authorize(engine_for(issuer), token, mode)
+    assert (decision.status, decision.rule is not None) == (200, True), decision.message
+    assert decision.principal is not None
+    assert decision.principal.username == "ada"
+
+
+@pytest.mark.parametrize("mode", MODES)
 def test_a_token_from_another_issuer_causes_no_fetch(issuer, mode):
     other = Issuer(issuer="https://other.example")
     other.add("k1")

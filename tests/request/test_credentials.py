@@ -48,8 +48,8 @@ CASES: list[tuple[str, Headers, str, Credential | str]] = [
     ("space inside token", auth("Bearer abc def"), "", "b64token"),
     ("quoted token", auth('Bearer "abc"'), "", "b64token"),
     ("tab as separator", auth("Bearer\tabc"), "", "malformed authorization header"),
-    ("token at max_token", auth("Bearer " + "a" * 4096), "", BearerCredential("a" * 4096)),
-    ("token over max_token", auth("Bearer " + "a" * 4097), "", "longer than 4096 characters"),
+    ("token at max_token", auth("Bearer " + "a" * 8192), "", BearerCredential("a" * 8192)),
+    ("token over max_token", auth("Bearer " + "a" * 8193), "", "longer than 8192 characters"),
     ("empty bearer", auth("Bearer"), "", "empty credentials after the `bearer` scheme"),
     ("bearer and spaces", auth("Bearer   "), "", "empty credentials after the `bearer` scheme"),
     ("empty header", auth(""), "", "empty authorization header"),
@@ -102,7 +102,7 @@ CASES: list[tuple[str, Headers, str, Credential | str]] = [
     ("basic C1 control in user", auth(basic("al\u0085ice:p".encode())), "", "control character"),
     ("basic invalid UTF-8", auth(basic(b"\xc0\xaf:p")), "", "not valid utf-8"),
     ("basic latin-1", auth(basic(b"j\xfcrgen:p")), "", "not valid utf-8"),
-    ("basic over max_token", auth(basic(b"u:" + b"p" * 3100)), "", "longer than 4096"),
+    ("basic over max_token", auth(basic(b"u:" + b"p" * 6200)), "", "longer than 8192"),
     ("empty basic", auth("Basic "), "", "empty credentials after the `basic` scheme"),
 ]
 
