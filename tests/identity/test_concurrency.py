@@ -279,20 +279,20 @@ def test_a_repeated_invalid_token_makes_one_call_per_negative_ttl_sync(
 async def test_a_repeated_invalid_token_in_real_time(
     aengines: Engines, server: ProviderApp
 ) -> None:
-    """The same with the real monotonic clock: 200 ms negative_ttl, hammered for ~0.7 s."""
+    """The same with the real monotonic clock: 200 ms negative_ttl, hammered for at least 0.7 s
+    and 50 requests (a loaded machine takes longer for them, and the bound follows the time)."""
     engine, _ = aengines("keycloak", negative_ttl="200ms")
     token = new_token("eyJ")
     loop = asyncio.get_running_loop()
     started = loop.time()
     requests = 0
-    while loop.time() - started < 0.7:
+    while loop.time() - started < 0.7 or requests < 50:
         decision = await engine.authorize("GET", "/keycloak", bearer(token))
         assert (decision.status, decision.reason) == (401, Reason.INVALID_TOKEN)
         requests += 1
         await asyncio.sleep(0.005)
     elapsed = loop.time() - started
     calls = server.count(token=token)
-    assert requests > 50
     assert 2 <= calls <= math.ceil(elapsed / 0.2) + 1
 
 
