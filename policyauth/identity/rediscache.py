@@ -21,11 +21,16 @@ The protocol is written out twice (`resolve`, `aresolve`) step for step; what is
 (keys, sealing, lifetimes, the outage state) is shared.
 
 Redis down or slow: every command has a socket timeout well under the provider's, and the
-client's own retries are off (redis-py retries a timed-out command ten times with backoff by
-default: seconds per lookup against a Redis that accepts and never answers). The caller goes on
-without it (the in-process cache in front, direct provider calls), with one warning per outage,
-and tries Redis again a second later. Redis failing never turns into an allow: it only costs
-calls.
+client's own retries are off, said explicitly: `redis.Redis(...)` in redis-py 6 and later
+retries a timed-out command ten times with backoff (7 s a lookup against a Redis that accepts
+and never answers), and what `from_url` inherits of that has changed between versions. The caller goes on without
+it (the in-process cache in front, direct provider calls), with one warning per outage, and
+tries Redis again a second later. Redis failing never turns into an allow: it only costs calls.
+
+In front of Redis, each process keeps its own identity cache (cache.py): a hit never leaves
+the process. An identity read from Redis carries the time its entry has left, and the
+in-process copy lives no longer, so a revocation the provider sees is seen by every process
+within `cache_ttl` of the provider call, as with the memory cache alone.
 """
 
 from __future__ import annotations
