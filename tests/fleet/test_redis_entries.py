@@ -17,6 +17,7 @@ from Redis, one that costs a call did not.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import sys
 import time
@@ -311,3 +312,44 @@ async def test_a_slow_redis_costs_calls_never_time_or_an_allow(
             eng.close()
         else:
             await eng.aclose()
+
+
+def test_an_outcome_told_to_waiters_and_written_back_as_an_entry_is_refused(
+    redis_server: Any, store: redis.Redis, userinfo: Userinfo
+) -> None:
+    """Waiters are told "unavailable" too; a copy of that message stored under the entry's
+    key (where "unavailable" never is) is a miss: the provider is asked, not a stored 503."""
+    listener = store.pubsub(ignore_subscribe_messages=True)
+    listener.psubscribe("policyauth:*:done")
+    try:
+        with engine(redis_server.url, userinfo) as first:
+            assert decide(first, "down-told-back").status == 503
+        message = None
+        deadline = time.monotonic() + 5
+        while message is None and time.monotonic() < deadline:
+            message = listener.get_message(timeout=0.2)
+    finally:
+        listener.close()
+    assert message is not None
+    key = message["channel"].removesuffix(b":done")
+    store.set(key, message["data"], px=5000)
+    with engine(redis_server.url, userinfo) as second:
+        assert decide(second, "down-told-back").status == 503
+    assert userinfo.calls["down-told-back"] == 2
+
+
+class NoThreads(concurrent.futures.ThreadPoolExecutor):
+    """A loop's default executor that refuses work: what runs in a thread fails loudly."""
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
+        raise AssertionError(f"a thread was asked to run {fn!r}")
+
+
+async def test_an_async_lookup_through_redis_takes_no_thread(
+    redis_server: Any, userinfo: Userinfo
+) -> None:
+    asyncio.get_running_loop().set_default_executor(NoThreads())
+    async with engine(redis_server.url, userinfo) as eng:
+        decision = await adecide(eng, "good-no-thread")
+    assert (decision.status, decision.reason) == (200, Reason.ALLOWED)
+    assert userinfo.calls["good-no-thread"] == 1
