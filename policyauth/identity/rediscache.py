@@ -20,12 +20,13 @@ and `redis.asyncio` for `identify`, so that an event loop never gives a thread t
 The protocol is written out twice (`resolve`, `aresolve`) step for step; what is not I/O
 (keys, sealing, lifetimes, the outage state) is shared.
 
-Redis down or slow: every command has a socket timeout well under the provider's, and the
-client's own retries are off, said explicitly: `redis.Redis(...)` in redis-py 6 and later
-retries a timed-out command ten times with backoff (7 s a lookup against a Redis that accepts
-and never answers), and what `from_url` inherits of that has changed between versions. The caller goes on without
-it (the in-process cache in front, direct provider calls), with one warning per outage, and
-tries Redis again a second later. Redis failing never turns into an allow: it only costs calls.
+Redis down or slow: every command has a socket timeout well under the provider's (ours, even
+when the URL names another), and the client's own retries are off, said explicitly:
+`redis.Redis(...)` in redis-py 6 and later retries a timed-out command ten times with backoff
+(7 s a lookup against a Redis that accepts and never answers), and what `from_url` inherits of
+that has changed between versions. The caller goes on without it (the in-process cache in
+front, direct provider calls), with one warning per outage, and tries Redis again a second
+later. Redis failing never turns into an allow: it only costs calls.
 
 In front of Redis, each process keeps its own identity cache (cache.py): a hit never leaves
 the process. An identity read from Redis carries the time its entry has left, and the
@@ -97,11 +98,19 @@ class SharedCache:
             socket_connect_timeout=self._timeout,
             retry=redis.retry.Retry(redis.backoff.NoBackoff(), 0),
         )
+        self._bound(self._redis)
         # The asyncio client belongs to the event loop it was made in (its connections do).
         self._async: tuple[asyncio.AbstractEventLoop, redis.asyncio.Redis] | None = None
         self._down_until = 0.0
         self._down = False
         self._state = threading.Lock()
+
+    def _bound(self, client: redis.Redis | redis.asyncio.Redis) -> None:
+        """Our timeouts over the URL's: `from_url` lets `?socket_timeout=10` in the URL win
+        over its arguments, and a Redis that stalls must never hold a lookup that long."""
+        client.connection_pool.connection_kwargs.update(
+            socket_timeout=self._timeout, socket_connect_timeout=self._timeout
+        )
 
     def key(self, authenticator: str, fingerprint: str, token: str) -> str:
         mac = hmac.new(self._secret, digestmod=hashlib.sha256)
@@ -272,6 +281,7 @@ class SharedCache:
                 socket_connect_timeout=self._timeout,
                 retry=redis.asyncio.retry.Retry(redis.backoff.NoBackoff(), 0),
             )
+            self._bound(client)
             current = self._async = (loop, client)
         return current[1]
 

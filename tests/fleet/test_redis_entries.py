@@ -353,3 +353,27 @@ async def test_an_async_lookup_through_redis_takes_no_thread(
         decision = await adecide(eng, "good-no-thread")
     assert (decision.status, decision.reason) == (200, Reason.ALLOWED)
     assert userinfo.calls["good-no-thread"] == 1
+
+
+@pytest.mark.parametrize("flavour", ["sync", "async"])
+async def test_timeouts_in_the_redis_url_cannot_lengthen_a_lookup(
+    userinfo: Userinfo, proxy: StallingProxy, flavour: str
+) -> None:
+    """redis-py lets `?socket_timeout=` in a URL override the client's arguments: the cache's
+    own bound (0.25 s here) still holds against a stalled Redis."""
+    proxy.stall()
+    url = proxy.url + "?socket_timeout=10&socket_connect_timeout=10"
+    eng = engine(url, userinfo)
+    started = time.monotonic()
+    try:
+        if flavour == "sync":
+            decision = decide(eng, f"good-url-timeout-{flavour}")
+        else:
+            decision = await adecide(eng, f"good-url-timeout-{flavour}")
+    finally:
+        if flavour == "sync":
+            eng.close()
+        else:
+            await eng.aclose()
+    assert (decision.status, decision.reason) == (200, Reason.ALLOWED)
+    assert time.monotonic() - started < 3.0  # the provider timeout; 10 s without the bound
