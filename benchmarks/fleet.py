@@ -316,6 +316,12 @@ def measure_reload(folder: Path, quick: bool) -> list[str]:
 def _collector_verdict(runs: dict[str, dict[str, str]]) -> str:
     """What the two runs say about the p99 during a reload, in words that follow the figures."""
     on, off = (runs[label]["p99 ns"] for label in ("collector on", "collector off"))
+    busy = os.getloadavg()[0] > (os.cpu_count() or 1)
+    if busy:
+        return (
+            "The load average was above nproc during this run: the tails measure the "
+            "machine's scheduling as much as policyauth, and the two runs cannot be told apart."
+        )
     if float(on) > 2 * float(off):
         return (
             f"Here the collector makes the tail: the p99 during a reload is "
