@@ -26,9 +26,10 @@ SECRET = "s" * 40
 class Userinfo:
     """A userinfo endpoint on loopback that counts calls per token."""
 
-    def __init__(self, delay: float = 0.0) -> None:
+    def __init__(self, delay: float = 0.0, gate: threading.Event | None = None) -> None:
         self.calls: collections.Counter[str] = collections.Counter()
         self.closed = threading.Event()
+        self.gate = gate  # when given, every call waits for it before answering
         self._lock = threading.Lock()
         userinfo = self
 
@@ -41,6 +42,8 @@ class Userinfo:
                 if token.startswith("hang") and first:
                     userinfo.closed.wait(30)  # the caller is killed or times out meanwhile
                     return
+                if userinfo.gate is not None:
+                    userinfo.gate.wait(30)
                 time.sleep(delay)
                 status, document = userinfo.answer(token)
                 body = json.dumps(document).encode()
