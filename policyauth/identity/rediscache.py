@@ -58,7 +58,6 @@ from policyauth.identity.source import Identity, IdentityResult, Invalid, Unavai
 log = logging.getLogger("policyauth.identity")
 
 RETRY_AFTER_OUTAGE = 1.0  # seconds without Redis after a failure, so requests do not all wait
-MIN_SECRET_BYTES = 32
 MAX_REDIS_TIMEOUT = 0.25  # seconds per Redis command, at most a quarter of the provider timeout
 # What a failing Redis raises: the client's own errors, and the socket's should one slip through.
 REDIS_FAILED = (redis.RedisError, OSError)
