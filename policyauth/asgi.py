@@ -70,11 +70,12 @@ class PolicyAuthMiddleware:
         engine: Engine | None = None,
         *,
         policy: str | os.PathLike[str] | Policy | None = None,
+        reload: bool = False,  # watch the policy file and reload it on change
     ) -> None:
         self.app = app
         self.failure = None
         try:
-            self.engine = build_engine(engine, policy)
+            self.engine = build_engine(engine, policy, reload=reload)
         except PolicyError as error:
             if not _built_by_starlette():
                 raise

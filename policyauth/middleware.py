@@ -23,17 +23,30 @@ from policyauth.loader import load
 log = logging.getLogger("policyauth.middleware")
 
 
-def build_engine(engine: Engine | None, policy: str | os.PathLike[str] | Policy | None) -> Engine:
-    """The engine a middleware uses: the one given, or one built for a policy (file or value)."""
+def build_engine(
+    engine: Engine | None,
+    policy: str | os.PathLike[str] | Policy | None,
+    *,
+    reload: bool = False,
+) -> Engine:
+    """The engine a middleware uses: the one given, or one built for a policy (file or value).
+
+    `reload=True` makes the built engine watch its policy file (Engine(reload=True)); a given
+    engine already decided that for itself, so the two together are a mistake."""
     if (engine is None) == (policy is None):
         raise TypeError("give exactly one of `engine=` or `policy=`")
     if engine is not None:
+        if reload:
+            raise TypeError(
+                "`reload=True` goes with `policy=`; a given engine watches its file "
+                "if it was made with Engine(..., reload=True)"
+            )
         return engine
     assert policy is not None
     if isinstance(policy, Policy):
-        return Engine(policy)
+        return Engine(policy, reload=reload)
     try:
-        return Engine(load(policy))
+        return Engine(load(policy), reload=reload)
     except PolicyError as error:
         # The message names the first error; a traceback at startup shows the notes too.
         error.add_note("every diagnostic:\n" + error.render())

@@ -62,9 +62,10 @@ class PolicyAuthMiddleware:
         engine: Engine | None = None,
         *,
         policy: str | os.PathLike[str] | Policy | None = None,
+        reload: bool = False,  # watch the policy file and reload it on change
     ) -> None:
         self.app = app
-        self.engine = build_engine(engine, policy)
+        self.engine = build_engine(engine, policy, reload=reload)
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         method = environ.get("REQUEST_METHOD", "GET")

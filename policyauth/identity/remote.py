@@ -206,16 +206,11 @@ class RemoteIdentitySource:
         _log_result(provider.name, result, time.perf_counter() - started)
 
     async def _fetch_shared(self, provider: ProviderPlan, token: str) -> IdentityResult:
-        """Through the Redis cache: its waits run in a thread, the provider call on this loop."""
+        """Through the Redis cache, on this loop (redis.asyncio): no thread per lookup."""
         shared = self._shared
         assert shared is not None
-        loop = asyncio.get_running_loop()
-
-        def fetch() -> IdentityResult:
-            return asyncio.run_coroutine_threadsafe(self._fetch(provider, token), loop).result()
-
         key = shared.key(provider.name, _fingerprint(provider), token)
-        return await asyncio.to_thread(shared.resolve, key, token, fetch)
+        return await shared.aresolve(key, token, lambda: self._fetch(provider, token))
 
     async def _fetch(self, provider: ProviderPlan, token: str) -> IdentityResult:
         if provider.spec.validate == "jwt":
@@ -445,9 +440,13 @@ class RemoteIdentitySource:
 
     def close(self) -> None:
         self._client.close()
+        if self._shared is not None:
+            self._shared.close()
 
     async def aclose(self) -> None:
         await self._client.aclose()
+        if self._shared is not None:
+            await self._shared.aclose()
 
 
 def _rationable(provider: ProviderPlan) -> bool:
