@@ -97,7 +97,9 @@ def _event(connection: h11.Connection) -> Any:
     try:
         return connection.next_event()
     except h11.RemoteProtocolError as exc:
-        raise httpx.RemoteProtocolError("the server's response is not valid HTTP/1.1") from exc
+        raise httpx.RemoteProtocolError(
+            "the server broke HTTP/1.1 (malformed or cut short)"
+        ) from exc
 
 
 def _response(event: h11.Response, stream: Any) -> httpx.Response:
