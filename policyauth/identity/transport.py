@@ -78,7 +78,9 @@ def _key(url: httpx.URL) -> tuple[str, str, int]:
 
 
 def _head(request: httpx.Request, connection: h11.Connection, body: bytes) -> bytes:
-    """The request's bytes, framed by h11 (which refuses header values with newlines)."""
+    """The request's bytes, framed by h11, which refuses what HTTP/1.1 cannot carry (a header
+    value with a newline). Its error quotes the offending value, which may be the token, so it
+    is dropped, not chained: the exception raised carries neither it nor its text."""
     try:
         data = connection.send(
             h11.Request(
@@ -88,8 +90,9 @@ def _head(request: httpx.Request, connection: h11.Connection, body: bytes) -> by
         if body:
             data = (data or b"") + (connection.send(h11.Data(data=body)) or b"")
         return (data or b"") + (connection.send(h11.EndOfMessage()) or b"")
-    except h11.LocalProtocolError as exc:
-        raise httpx.LocalProtocolError("the request cannot be sent as HTTP/1.1") from exc
+    except h11.LocalProtocolError:
+        pass
+    raise httpx.LocalProtocolError("the request cannot be sent as HTTP/1.1")
 
 
 def _event(connection: h11.Connection) -> Any:

@@ -366,6 +366,30 @@ def test_an_interim_100_continue_is_skipped(serve: Callable[[Answer], RawServer]
     assert get_sync(PoolTransport(CONTEXT, 1), server.url).json() == {"sub": "x"}
 
 
+@pytest.mark.parametrize("mode", ["sync", "async"])
+async def test_an_unsendable_header_fails_without_quoting_the_token(
+    serve: Callable[[Answer], RawServer], mode: str
+) -> None:
+    server = serve(always(OK))
+    headers = {"Authorization": "Bearer secret\nvalue"}
+
+    async def send() -> httpx.Response:
+        if mode == "sync":
+            return httpx.Client(transport=PoolTransport(CONTEXT, 1)).get(
+                server.url, headers=headers
+            )
+        client = httpx.AsyncClient(transport=AsyncPoolTransport(CONTEXT, 1))
+        return await client.get(server.url, headers=headers)
+
+    with pytest.raises(httpx.LocalProtocolError) as caught:
+        await send()
+    error = caught.value
+    assert str(error) == "the request cannot be sent as HTTP/1.1"
+    assert error.__cause__ is None
+    assert error.__context__ is None  # h11's own error quotes the header value
+    assert server.requests == 0
+
+
 # --- timeouts ----------------------------------------------------------------------------------
 
 
