@@ -134,7 +134,8 @@ class _AsyncConnection:
         self.idle_since = 0.0
 
     def usable(self, now: float) -> bool:
-        """Still open, nothing unexpected read, not idle for too long."""
+        """Not hung up by the server (asyncio has seen its end of stream by the time the
+        connection is taken again), not idle for too long."""
         return (
             now - self.idle_since < KEEPALIVE_EXPIRY
             and not self.writer.is_closing()
