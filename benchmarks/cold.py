@@ -45,9 +45,12 @@ except ImportError:  # run as a script: benchmarks/ itself is on sys.path
 
 CONCURRENCY = 32
 
+# A generous timeout: on a loaded machine a call over httpx's pool has taken more than the
+# default 3 s (its CPU per call is what is measured), and one 503 would end the run.
 POLICY = """
 settings {{
   cache_ttl = 5m
+  timeout   = 30s
 }}
 
 provider corp {{
