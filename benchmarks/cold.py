@@ -15,8 +15,9 @@ document) is called at the same concurrency by
 
 Within each round the four variants run one after the other, so that a change in the machine's
 load hits all of them. The ratio engine / bare httpx loop is the figure of issue 13's goal (at
-least 60%); the others say what the transport changed. Run `python benchmarks/cold.py` (about a
-minute) or `--quick`.
+least 60%); the others say what the transport changed. The same four variants then run
+synchronously (`httpx.Client`, `Engine.authorize_sync`) from as many threads, as under a WSGI
+server. Run `python benchmarks/cold.py` (a few minutes) or `--quick`.
 """
 
 from __future__ import annotations
@@ -29,13 +30,14 @@ import socket
 import ssl
 import statistics
 import sys
+import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
 
 import httpx
 
 import policyauth
-from policyauth.identity.transport import AsyncPoolTransport
+from policyauth.identity.transport import AsyncPoolTransport, PoolTransport
 from policyauth.identity.userinfo import POOL_SIZE
 
 try:  # imported as `benchmarks.cold` from the project root
@@ -164,6 +166,68 @@ async def _measure(port: int, requests: int, rounds: int) -> dict[str, list[floa
     return rates
 
 
+def _rate_sync(call: Callable[[int], None], requests: int) -> float:
+    """Requests per second of `requests` calls made by CONCURRENCY threads (a WSGI server's
+    worker threads)."""
+    counter = itertools.count()
+
+    def worker() -> None:
+        while (i := next(counter)) < requests:
+            call(i)
+
+    threads = [threading.Thread(target=worker) for _ in range(CONCURRENCY)]
+    start = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return requests / (time.perf_counter() - start)
+
+
+def _measure_sync(port: int, requests: int, rounds: int) -> dict[str, list[float]]:
+    """The same four variants, synchronous: httpx.Client and Engine.authorize_sync."""
+    url = f"http://127.0.0.1:{port}/userinfo"
+    limits = httpx.Limits(max_connections=POOL_SIZE, max_keepalive_connections=POOL_SIZE)
+    serial = itertools.count()
+    policy = policyauth.loads(POLICY.format(port=port))
+    ours = PoolTransport(ssl.create_default_context(), POOL_SIZE)
+    with (
+        httpx.Client(limits=limits, trust_env=False) as bare_httpx,
+        httpx.Client(transport=ours, trust_env=False) as bare_ours,
+        policyauth.Engine(policy, httpx.HTTPTransport(limits=limits)) as engine_httpx,
+        policyauth.Engine(policy) as engine_ours,
+    ):
+
+        def bare(client: httpx.Client) -> Callable[[int], None]:
+            def call(_: int) -> None:
+                response = client.get(url, headers={"Authorization": f"Bearer s-{next(serial)}"})
+                assert response.json()["preferred_username"] == "someone"
+
+            return call
+
+        def cold(engine: policyauth.Engine) -> Callable[[int], None]:
+            def call(_: int) -> None:
+                headers = [("authorization", f"Bearer sc-{next(serial)}")]
+                decision = engine.authorize_sync("GET", "/reports/7", headers)
+                assert decision.status == 200, decision
+
+            return call
+
+        calls = {
+            "bare-httpx": bare(bare_httpx),
+            "bare-ours": bare(bare_ours),
+            "engine-httpx": cold(engine_httpx),
+            "engine-ours": cold(engine_ours),
+        }
+        for call in calls.values():
+            _rate_sync(call, requests // 4)
+        rates: dict[str, list[float]] = {name: [] for name in calls}
+        for _ in range(rounds):
+            for name, call in calls.items():
+                rates[name].append(_rate_sync(call, requests))
+    return rates
+
+
 def _row(label: str, values: Sequence[float], *, ratio: bool = False) -> list[str]:
     """Median and range of per-round figures: rates, or ratios as percentages."""
 
@@ -171,6 +235,24 @@ def _row(label: str, values: Sequence[float], *, ratio: bool = False) -> list[st
         return f"{value:.0%}" if ratio else f"{value:,.0f}"
 
     return [label, shown(statistics.median(values)), f"{shown(min(values))}-{shown(max(values))}"]
+
+
+def _table(rates: dict[str, list[float]]) -> str:
+    """Rates of the four variants and the ratios that matter, per round."""
+
+    def per_round(top: str, bottom: str) -> list[float]:
+        return [a / b for a, b in zip(rates[top], rates[bottom], strict=True)]
+
+    rows = [_row(label, rates[name]) for label, name in _VARIANTS]
+    ratios = (
+        ("engine (ours) / bare httpx loop: the goal", "engine-ours", "bare-httpx"),
+        ("engine (ours) / bare loop over ours", "engine-ours", "bare-ours"),
+        ("engine (httpx's pool) / bare httpx loop", "engine-httpx", "bare-httpx"),
+        ("bare loop: ours / httpx's pool", "bare-ours", "bare-httpx"),
+        ("engine: ours / httpx's pool", "engine-ours", "engine-httpx"),
+    )
+    rows += [_row(label, per_round(top, bottom), ratio=True) for label, top, bottom in ratios]
+    return _common.markdown_table(["variant", "req/s (median)", "range over rounds"], rows)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -187,24 +269,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     provider.start()
     try:
         rates = asyncio.run(_measure(port, requests, rounds))
+        rates_sync = _measure_sync(port, requests, rounds)
     finally:
         provider.terminate()
         provider.join()
         sock.close()
 
-    def per_round(top: str, bottom: str) -> list[float]:
-        return [a / b for a, b in zip(rates[top], rates[bottom], strict=True)]
-
-    rows = [_row(label, rates[name]) for label, name in _VARIANTS]
-    ratios = (
-        ("engine (ours) / bare httpx loop: the goal", "engine-ours", "bare-httpx"),
-        ("engine (ours) / bare loop over ours", "engine-ours", "bare-ours"),
-        ("engine (httpx's pool) / bare httpx loop", "engine-httpx", "bare-httpx"),
-        ("bare loop: ours / httpx's pool", "bare-ours", "bare-httpx"),
-        ("engine: ours / httpx's pool", "engine-ours", "engine-httpx"),
-    )
-    rows += [_row(label, per_round(top, bottom), ratio=True) for label, top, bottom in ratios]
-    table = _common.markdown_table(["variant", "req/s (median)", "range over rounds"], rows)
+    table = _table(rates)
     names = ("httpx", "httpcore", "h11", "sniffio", "anyio")
     versions = ", ".join(f"{n} {_common._version(n)}" for n in names)
     body = [
@@ -220,6 +291,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         " Goal (issue 13): the engine at 60% or more of the bare httpx loop.",
         "",
         table,
+        "",
+        "## The same, synchronous",
+        "",
+        f"`httpx.Client` and `Engine.authorize_sync` from {CONCURRENCY} threads (a WSGI server's"
+        " workers), over the same provider, after the asynchronous rounds; the pools hold up to"
+        f" {POOL_SIZE} connections.",
+        "",
+        _table(rates_sync),
     ]
     path = _common.report_path(args.report, "cold", quick=args.quick)
     command = "python benchmarks/cold.py" + (" --quick" if args.quick else "")
