@@ -1,6 +1,7 @@
-"""Asking a provider who a token belongs to: the only module that talks HTTP (httpx, and its
-network layer httpcore for the sync deadline), with the outbound settings (CA, client
-certificate, proxy) of each provider.
+"""Asking a provider who a token belongs to: the only module that talks HTTP (httpx as the
+API; our own pooled transport from transport.py below it, or, through a proxy, httpx's own
+with its network layer httpcore bounded by the sync deadline), with the outbound settings (CA,
+client certificate, proxy) of each provider.
 
 What is sent and how an answer is judged are pure functions (`userinfo_request`, `judge`), so
 the synchronous and asynchronous clients share every decision and differ only in I/O. The rules
@@ -18,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import contextvars
 import email.utils
 import functools
 import json
@@ -38,6 +38,8 @@ import httpx
 
 from policyauth.compiler import ProviderPlan
 from policyauth.identity.source import Identity, IdentityResult, Invalid, Unavailable
+from policyauth.identity.transport import DEADLINE, AsyncPoolTransport, PoolTransport
+from policyauth.identity.transport import budget as _budget
 from policyauth.language.model import Outbound, ProviderSpec
 from policyauth.language.outbound import no_password
 from policyauth.language.presets import Audience, TokenTransport
@@ -407,25 +409,6 @@ POOL_SIZE = 100
 _LIMITS = httpx.Limits(max_connections=POOL_SIZE, max_keepalive_connections=POOL_SIZE)
 _NO_OUTBOUND = Outbound()
 
-# The end of the current synchronous call (time.monotonic()), for the network streams below.
-# A context variable: each thread has its own, and a pooled connection reads the deadline of
-# whichever call is using it.
-_DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar(
-    "policyauth_deadline", default=None
-)
-
-
-def _budget(timeout: float | None, expired: type[Exception]) -> float | None:
-    """The socket timeout for one network operation: httpx's own, cut to what is left of the
-    call's budget; `expired` when nothing is left."""
-    deadline = _DEADLINE.get()
-    if deadline is None:
-        return timeout
-    remaining = deadline - time.monotonic()
-    if remaining <= 0:
-        raise expired("the call took longer than the policy's timeout")
-    return remaining if timeout is None else min(timeout, remaining)
-
 
 class _DeadlineStream(httpcore.NetworkStream):
     """A connection whose every read, write and TLS handshake ends by the call's deadline, so
@@ -484,6 +467,22 @@ class _DeadlineBackend(httpcore.NetworkBackend):
 
     def sleep(self, seconds: float) -> None:  # pragma: no cover - retries are off
         self._inner.sleep(seconds)
+
+
+def _sync_transport(outbound: Outbound) -> httpx.BaseTransport:
+    """Our pooled transport (transport.py), or through a proxy httpx's own one."""
+    if outbound.proxy is None:
+        return PoolTransport(ssl_context(outbound), POOL_SIZE)
+    return _deadline_transport(outbound)
+
+
+def _async_transport(outbound: Outbound) -> httpx.AsyncBaseTransport:
+    """Our pooled transport (transport.py), or through a proxy httpx's own one."""
+    if outbound.proxy is None:
+        return AsyncPoolTransport(ssl_context(outbound), POOL_SIZE)
+    return httpx.AsyncHTTPTransport(
+        verify=ssl_context(outbound), proxy=outbound.proxy, limits=_LIMITS
+    )
 
 
 def _deadline_transport(outbound: Outbound) -> httpx.HTTPTransport:
@@ -612,7 +611,7 @@ class UserinfoClient:
         if isinstance(client, Unavailable):
             return client
         deadline = time.monotonic() + self._seconds
-        token = _DEADLINE.set(deadline)
+        token = DEADLINE.set(deadline)
         try:
             with client.stream(
                 request.method,
@@ -637,7 +636,7 @@ class UserinfoClient:
         except (httpx.HTTPError, OSError) as exc:  # OSError: ssl.SSLError, TimeoutError
             return failure(exc, request.url, outbound.proxy)
         finally:
-            _DEADLINE.reset(token)
+            DEADLINE.reset(token)
 
     async def send(
         self, request: Request, outbound: Outbound = _NO_OUTBOUND
@@ -680,9 +679,7 @@ class UserinfoClient:
         client = self._async.get((outbound, origin))
         if client is None:
             try:
-                transport = self._transport or httpx.AsyncHTTPTransport(
-                    verify=ssl_context(outbound), proxy=outbound.proxy, limits=_LIMITS
-                )
+                transport = self._transport or _async_transport(outbound)
             except (OSError, ValueError) as exc:
                 return _unloadable(exc)
             client = self._async[outbound, origin] = httpx.AsyncClient(
@@ -695,7 +692,7 @@ class UserinfoClient:
             client = self._sync.get((outbound, origin))
             if client is None:
                 try:
-                    transport = self._transport or _deadline_transport(outbound)
+                    transport = self._transport or _sync_transport(outbound)
                 except (OSError, ValueError) as exc:
                     return _unloadable(exc)
                 client = httpx.Client(transport=transport, **self._options())

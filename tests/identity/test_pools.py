@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from policyauth.identity.transport import PoolTransport
 from policyauth.identity.userinfo import POOL_SIZE, Request, Response, UserinfoClient, _origin
 
 
@@ -61,12 +62,12 @@ def test_each_provider_host_gets_its_own_pool_with_every_connection_kept_alive(
         assert sorted(origin for _, origin in client._sync) == sorted(
             _origin(url) for url in two_providers
         )
-        pools = [c._transport._pool for c in client._sync.values()]  # type: ignore[attr-defined]
+        pools = [c._transport for c in client._sync.values()]  # type: ignore[attr-defined]
         assert pools[0] is not pools[1]
         for pool in pools:
-            assert pool._max_connections == POOL_SIZE
-            assert pool._max_keepalive_connections == POOL_SIZE
-            assert len(pool.connections) == 1  # each saw only its own host
+            assert isinstance(pool, PoolTransport)
+            assert pool.max_connections == POOL_SIZE
+            assert [len(kept) for kept in pool._idle.values()] == [1]  # only its own host's
     finally:
         client.close()
 
