@@ -101,8 +101,9 @@ def _parser() -> Lark:
 # the end exclusive, as Lark counts them), its text and its terminal name. A plain tuple: one
 # is made for every token of the text, and a class would cost a call each.
 _Tok = tuple[int, int, int, int, str, str]
-# Where a subtree lies: (line, column, end_line, end_column), or None when it is empty.
-_Pos = tuple[int, int, int, int] | None
+# Where a subtree lies: (line, column, end_line, end_column), or None when it is empty; a
+# token stands for its own position.
+_Pos = tuple[int, int, int, int] | _Tok | None
 # Nesting deeper than this (the parse stack of `(((...`, `[[[...`, `not not ...`) is PA009: the
 # checker, the compiler and the formatter walk the tree recursively and would run out of stack.
 _MAX_DEPTH = 500
@@ -244,15 +245,21 @@ class _Tables:
                 match = regex.match(text, pos)
                 if match is None:
                     raise _Rejected
-                value: str = match.group()
                 type_: str = match.lastgroup
+                start = match.start(type_)
+                if start > pos:  # the blanks before the token, matched with it
+                    breaks = text.count("\n", pos, start)
+                    if breaks:
+                        line += breaks
+                        line_start = text.rindex("\n", pos, start) + 1
+                value: str = match.group(type_)
                 start_line = line
-                start_column = pos - line_start + 1
+                start_column = start - line_start + 1
                 if type_ in newline:
                     breaks = value.count("\n")
                     if breaks:
                         line += breaks
-                        line_start = pos + value.rindex("\n") + 1
+                        line_start = start + value.rindex("\n") + 1
                 pos = match.end()
                 if type_ in ignore:
                     if type_ == "COMMENT":
@@ -276,7 +283,7 @@ class _Tables:
                         raise _TooDeep
                     states.append(arg)
                     values.append(token)
-                    positions.append(token[:4])
+                    positions.append(token)  # its first four items are its position
                     break
                 rule: _Rule = arg
                 if rule.unit:
@@ -333,7 +340,16 @@ def _lexer(lexer: Any) -> _Lexer:
             if terminal.pattern.type != "str" or terminal.pattern.flags:  # pragma: no cover
                 raise AssertionError(f"keyword {terminal.name} is not plain text")
             keywords[type_][terminal.pattern.value] = terminal.name
-    return scanner._mres[0], keywords, lexer.ignore_types, lexer.newline_types
+    regex = scanner._mres[0]
+    if "WS" in lexer.ignore_types:
+        # Blanks before a token are matched with it, which halves the matches; where no token
+        # follows, the regex backs off to Lark's own WS terminal. `WS` is `[ \t\f\r\n]+`
+        # (Lark's common.WS), and no other terminal starts with a blank.
+        blank = lexer.terminals_by_name["WS"].pattern.to_regexp()
+        if blank != "(?:[ \t\f\r\n])+":  # pragma: no cover - a new WS would need a look
+            raise AssertionError(f"unexpected WS terminal {blank!r}")
+        regex = re.compile(f"{blank[:-1]}*(?:{regex.pattern})", regex.flags)
+    return regex, keywords, lexer.ignore_types, lexer.newline_types
 
 
 @functools.cache
@@ -597,16 +613,18 @@ class _Builder:
         params: set[str] = set()
         column = span.column + 1
         for index, part in enumerate(parts):
-            at = Span(span.file, span.line, column, span.line, column + max(len(part), 1))
+            segment = self._segment(part, index == len(parts) - 1, span, params, column)
             column += len(part) + 1
-            segment = self._segment(part, index == len(parts) - 1, span, params, at)
             if segment is not None:
                 segments.append(segment)
         return ast.PathPattern(text, tuple(segments), span)
 
     def _segment(
-        self, part: str, last: bool, span: Span, params: set[str], at: Span
+        self, part: str, last: bool, span: Span, params: set[str], column: int
     ) -> ast.PatternSegment | None:
+        """The segment `part`, which starts at `column` of the pattern's line; None (and a
+        problem) when it is not one."""
+
         def bad(message: str, help: str) -> None:
             self.c.problem(span, "PA005", message, help=help)
 
@@ -632,6 +650,7 @@ class _Builder:
             bad(f"`{part}` segment in the pattern", "requests with dot segments are rejected")
             return None
         if part.startswith(":") and _PARAM_NAME.fullmatch(part[1:]):
+            at = Span(span.file, span.line, column, span.line, column + max(len(part), 1))
             self.c.problem(
                 at,
                 "PA014",
@@ -641,6 +660,7 @@ class _Builder:
             return None
         glued = _GLUED_PARAM.search(part)
         if glued:
+            at = Span(span.file, span.line, column, span.line, column + max(len(part), 1))
             self.c.problem(
                 at,
                 "PA014",
