@@ -35,6 +35,10 @@ _PARAM_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # Characters a literal pattern segment may not hold: they are either pattern syntax or can never
 # appear in a canonical request path (the canonicalizer rejects them with 400).
 _FORBIDDEN_IN_SEGMENT = set("%;\\?#*{}") | {chr(c) for c in range(0x20)} | {"\x7f"}
+# A segment that is plain text and passes every check of `_Builder._segment` (no wildcard,
+# parameter, dot segment or forbidden character): most segments, taken without those checks.
+_PLAIN_SEGMENT = re.compile(r"(?!\.\.?$)[A-Za-z0-9_.~-]+")
+_COMPARE_OPS = {op.value: op for op in ast.CompareOp}
 # `{name}` written inside a segment instead of as one (`/x{id}`, or `/x{public}` for `/x {public}`).
 _GLUED_PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -132,7 +136,17 @@ class _Rule:
     dropped, `_name` rules are spliced into their parent, `[x]` left out gives None, and a
     `?rule` with one child is that child."""
 
-    __slots__ = ("goto", "include", "kind", "name", "plain", "size", "trailing_nones", "unit")
+    __slots__ = (
+        "build",
+        "goto",
+        "include",
+        "kind",
+        "name",
+        "plain",
+        "size",
+        "trailing_nones",
+        "unit",
+    )
 
     def __init__(self, rule: Any) -> None:
         expansion = rule.expansion
@@ -170,6 +184,10 @@ class _Rule:
             self.kind = _BUILD
         # One value in, the same value out, at the same position: only the state changes.
         self.unit = self.size == 1 and self.plain and self.kind == _PASS
+        self.build = _NODE_BUILDERS.get(self.name)
+        lone = len(include) == 1 and self.trailing_nones == 0 and include[0][1:] == (False, 0)
+        if self.build is None and self.kind != _SPLICE and not (self.kind == _PASS and lone):
+            raise AssertionError(f"grammar rule without a builder: {self.name}")
 
     def children(self, values: list[Any]) -> list[Any]:
         """The values the rule's node is built from, as Lark's ChildFilter passes them."""
@@ -224,13 +242,13 @@ class _Tables:
             self.lexers[state] = made[id(lexer)]
 
     def run(self, text: str, builder: _Builder) -> Any:
-        """The value of the `start` rule for `text`, each node made by `builder.node` as its
-        rule is reduced. Raises _Rejected where Lark would raise a syntax error, _TooDeep past
-        `_MAX_DEPTH`."""
+        """The value of the `start` rule for `text`, each node made by its builder method
+        (`_node`) as its rule is reduced. Raises _Rejected where Lark would raise a syntax
+        error, _TooDeep past `_MAX_DEPTH`."""
         actions = self.actions
         lexers = self.lexers
         end_state = self.end_state
-        node = builder.node
+        file = builder.c.file
         comments = builder.comments
         states = [self.start_state]
         values: list[Any] = []
@@ -315,7 +333,12 @@ class _Tables:
                 elif kind == _PASS and len(children) == 1:
                     result = children[0]
                 else:
-                    result = node(rule.name, at, children)
+                    span = (
+                        Span(file, 1, 1, 1, 1)
+                        if at is None
+                        else Span(file, at[0], at[1], at[2], at[3])
+                    )
+                    result = rule.build(builder, span, children)  # type: ignore[misc]
                 states.append(actions[states[-1]][rule.goto][1])
                 values.append(result)
                 positions.append(at)
@@ -423,12 +446,6 @@ class _Builder:
     def __init__(self, collector: _Collector) -> None:
         self.c = collector
         self.comments: list[_Tok] = []
-
-    def node(self, name: str, at: _Pos, children: list[Any]) -> Any:
-        """The AST node of grammar rule `name` over `at` from its built `children`."""
-        file = self.c.file
-        span = Span(file, 1, 1, 1, 1) if at is None else Span(file, at[0], at[1], at[2], at[3])
-        return _NODE_BUILDERS[name](self, span, children)
 
     def _tok(self, token: _Tok) -> Span:
         return Span(self.c.file, token[0], token[1], token[2], token[3])
@@ -612,7 +629,13 @@ class _Builder:
         parts = [] if text == "/" else text[1:].split("/")
         params: set[str] = set()
         column = span.column + 1
+        plain = _PLAIN_SEGMENT.fullmatch
+        literal = ast.Segment.LITERAL
         for index, part in enumerate(parts):
+            if plain(part):
+                segments.append(ast.PatternSegment(literal, part))
+                column += len(part) + 1
+                continue
             segment = self._segment(part, index == len(parts) - 1, span, params, column)
             column += len(part) + 1
             if segment is not None:
@@ -732,7 +755,7 @@ class _Builder:
     @_node
     def compare(self, span: Span, children: list[Any]) -> ast.Compare:
         left, op, right = children
-        return ast.Compare(ast.CompareOp(op[4]), _operand(left), _operand(right), span)
+        return ast.Compare(_COMPARE_OPS[op[4]], _operand(left), _operand(right), span)
 
     @_node
     def not_in(self, span: Span, children: list[Any]) -> ast.Compare:
