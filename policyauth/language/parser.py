@@ -198,7 +198,13 @@ class _Rule:
             if nones:
                 out += [None] * nones
             if splice:
-                out += values[i]
+                if out:
+                    out += values[i]
+                else:
+                    # A spliced list belongs to the one stack slot it was popped from, so it
+                    # is extended in place: `x*` is left-recursive, and copying the list at
+                    # every step would make a long policy quadratic (Lark does the same).
+                    out = values[i]
             else:
                 out.append(values[i])
         if self.trailing_nones:
