@@ -144,6 +144,7 @@ class _Rule:
         "include",
         "kind",
         "name",
+        "next",
         "plain",
         "size",
         "trailing_nones",
@@ -187,6 +188,9 @@ class _Rule:
         # One value in, the same value out, at the same position: only the state changes.
         self.unit = self.size == 1 and self.plain and self.kind == _PASS
         self.build = _NODE_BUILDERS.get(self.name)
+        # The state under the popped values -> the state after the reduction (filled in by
+        # _Tables from the table's shifts on `goto`).
+        self.next: dict[int, int] = {}
         lone = len(include) == 1 and self.trailing_nones == 0 and include[0][1:] == (False, 0)
         if self.build is None and self.kind != _SPLICE and not (self.kind == _PASS and lone):
             raise AssertionError(f"grammar rule without a builder: {self.name}")
@@ -240,6 +244,12 @@ class _Tables:
                         rules[arg] = _Rule(arg)
                     actions[str(symbol)] = (False, rules[arg])
             self.actions[state] = actions
+        for state, row in table.states.items():
+            for symbol, (action, arg) in row.items():
+                if action.name == "Shift" and not symbol.isupper():
+                    for rule in rules.values():
+                        if rule.goto == symbol:
+                            rule.next[state] = arg
         # state -> (regex of the terminals the state accepts, keyword table, ignored types,
         # types whose text may hold a line break): Lark's contextual lexer, one per state.
         self.lexers: dict[int, _Lexer] = {}
@@ -258,16 +268,19 @@ class _Tables:
         end_state = self.end_state
         file = builder.c.file
         comments = builder.comments
-        states = [self.start_state]
+        max_depth = _MAX_DEPTH
+        state = self.start_state
+        states = [state]
         values: list[Any] = []
         positions: list[_Pos] = []
+        at: _Pos
         pos = 0
         line = 1
         line_start = 0
         size = len(text)
         while True:
             if pos < size:
-                regex, keywords, ignore, newline = lexers[states[-1]]
+                regex, keywords, ignore, newline = lexers[state]
                 match = regex.match(text, pos)
                 if match is None:
                     raise _Rejected
@@ -299,24 +312,32 @@ class _Tables:
                 token: _Tok = (start_line, start_column, line, pos - line_start + 1, value, type_)
             else:
                 type_ = "$END"
+            row = actions[state]
             while True:
                 try:
-                    is_shift, arg = actions[states[-1]][type_]
+                    is_shift, arg = row[type_]
                 except KeyError:
                     raise _Rejected from None
                 if is_shift:
-                    if len(states) > _MAX_DEPTH:
+                    if len(states) > max_depth:
                         raise _TooDeep
-                    states.append(arg)
+                    state = arg
+                    states.append(state)
                     values.append(token)
                     positions.append(token)  # its first four items are its position
                     break
                 rule: _Rule = arg
                 if rule.unit:
-                    states[-1] = actions[states[-2]][rule.goto][1]
+                    state = rule.next[states[-2]]
+                    states[-1] = state
+                    row = actions[state]
                     continue
                 n = rule.size
-                if n:
+                if n == 1:
+                    children = [values.pop()]
+                    at = positions.pop()
+                    states.pop()
+                elif n:
                     children = values[-n:]
                     spans = positions[-n:]
                     del states[-n:], values[-n:], positions[-n:]
@@ -324,7 +345,7 @@ class _Tables:
                     if first is None:
                         first = next((p for p in spans if p is not None), None)
                     if first is None:
-                        at: _Pos = None
+                        at = None
                     else:
                         last = spans[-1]
                         if last is None:
@@ -347,11 +368,13 @@ class _Tables:
                         else Span(file, at[0], at[1], at[2], at[3])
                     )
                     result = rule.build(builder, span, children)  # type: ignore[misc]
-                states.append(actions[states[-1]][rule.goto][1])
+                state = rule.next[states[-1]]
+                states.append(state)
                 values.append(result)
                 positions.append(at)
-                if type_ == "$END" and states[-1] == end_state:
+                if state == end_state and type_ == "$END":
                     return result
+                row = actions[state]
 
 
 def _lexer(lexer: Any) -> _Lexer:
