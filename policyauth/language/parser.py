@@ -522,7 +522,8 @@ class _Builder:
 
     @_node
     def string(self, span: Span, children: list[_Tok]) -> ast.StringValue:
-        return self._string(children[0])
+        # The node is its one token, so `span` is the token's own.
+        return ast.StringValue(self._unescape(children[0]), span)
 
     @_node
     def number(self, span: Span, children: list[_Tok]) -> ast.NumberValue:
