@@ -310,8 +310,8 @@ def tables(results: Sequence[SizeResult]) -> list[str]:
         "## Where the time goes",
         "",
         "The phases `loads` runs, timed one by one in the same loads (collector off): "
-        "parse (Lark's LALR table walked to the AST), check (semantic errors, the route index), lint "
-        "(warnings), compile (rule closures, the Plan). Percentages are of the sum.",
+        "parse (Lark's LALR table walked to the AST), check (semantic errors, the route "
+        "index), lint (warnings), compile (rule closures, the Plan). Percentages are of the sum.",
         "",
         phase_table,
         "",
