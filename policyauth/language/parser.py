@@ -424,7 +424,7 @@ def parse(text: str, file: str = "<policy>") -> ast.Policy:
     except _Rejected:
         raise PolicyError([_syntax_error(text, collector)]) from None
     except _TooDeep:
-        _too_deep(collector)
+        _too_deep_or_syntax_error(text, collector)
     if collector.problems:
         raise PolicyError(collector.problems)
     assert isinstance(policy, ast.Policy)
@@ -439,6 +439,21 @@ def _syntax_error(text: str, collector: _Collector) -> Diagnostic:
         return _syntax_diagnostic(exc, collector)
     # pragma: no cover - the two parsers read the same table
     raise AssertionError("the parser rejected a text that Lark accepts")
+
+
+def _too_deep_or_syntax_error(text: str, collector: _Collector) -> NoReturn:
+    """PA009 for a text nested too deeply, unless it also has a syntax error further on:
+    that one is reported instead, as when Lark parsed the whole text before the tree was
+    built."""
+    try:
+        _parser().parse(text)
+    except UnexpectedInput as exc:
+        try:
+            diagnostic = _syntax_diagnostic(exc, collector)
+        except RecursionError:  # Lark copies its (deep) stack to list what it expected
+            _too_deep(collector)
+        raise PolicyError([diagnostic]) from None
+    _too_deep(collector)
 
 
 def _too_deep(collector: _Collector) -> NoReturn:

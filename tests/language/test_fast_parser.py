@@ -176,3 +176,12 @@ def test_a_rejected_text_gets_lark_diagnostic_and_no_shape_problems() -> None:
     with pytest.raises(PolicyError) as caught:
         parse("route get /a { public }\nroute GET /b { public", "t.policy")
     assert [(d.code, d.line) for d in caught.value.diagnostics] == [("PA003", 2)]
+
+
+def test_a_syntax_error_after_deep_nesting_is_reported_rather_than_pa009() -> None:
+    deep = "(" * (_MAX_DEPTH + 100) + "x" + ")" * (_MAX_DEPTH + 100)
+    with pytest.raises(PolicyError) as caught:
+        parse(f"route GET /a {{ auth corp allow if {deep} }} }}", "t.policy")
+    [diagnostic] = caught.value.diagnostics
+    assert (diagnostic.code, diagnostic.line, diagnostic.column) == ("PA002", 1, 1239)
+    assert diagnostic.message.startswith("unexpected `}`; expected one of `provider`, `route`")
