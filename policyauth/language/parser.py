@@ -285,13 +285,13 @@ class _Tables:
                 if match is None:
                     raise _Rejected
                 type_: str = match.lastgroup
-                start = match.start(type_)
+                start, end = match.span(type_)
                 if start > pos:  # the blanks before the token, matched with it
                     breaks = text.count("\n", pos, start)
                     if breaks:
                         line += breaks
                         line_start = text.rindex("\n", pos, start) + 1
-                value: str = match.group(type_)
+                value = text[start:end]
                 start_line = line
                 start_column = start - line_start + 1
                 if type_ in newline:
@@ -299,7 +299,7 @@ class _Tables:
                     if breaks:
                         line += breaks
                         line_start = start + value.rindex("\n") + 1
-                pos = match.end()
+                pos = end
                 if type_ in ignore:
                     if type_ == "COMMENT":
                         comments.append(
@@ -850,10 +850,13 @@ class _Builder:
         return ast.Policy(self.c.file, tuple(children), tuple(comments))
 
 
+_LITERAL_VALUES = (ast.StringValue, ast.NumberValue, ast.BoolValue)
+
+
 def _operand(node: Any) -> ast.Operand:
     """Operands as expression nodes: the `string`/`number`/`true`/`false` builders, shared with
     block values, give value nodes, which become `Literal`s here."""
-    if isinstance(node, ast.StringValue | ast.NumberValue | ast.BoolValue):
+    if isinstance(node, _LITERAL_VALUES):
         return ast.Literal(node.value, node.span)
     return node  # type: ignore[no-any-return]
 
