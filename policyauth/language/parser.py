@@ -1,10 +1,12 @@
 """Policy text to AST. The only module that imports Lark.
 
 The grammar (grammar/policy.lark, shipped in the wheel as `policyauth/grammar/policy.lark`) is
-built once per process into an LALR parser whose tree callbacks build AST nodes directly, so no
-intermediate parse tree is kept. Lark's exceptions never leave this module: they become
-diagnostics that name what was expected in the words a policy author uses (`}`, `a string`),
-never Lark's terminal names.
+built once per process into Lark's LALR parser. Its parse table and contextual lexers are then
+walked by `_Tables.run`, one loop that builds each AST node as its rule is reduced: no parse
+tree, no Lark Token per token, so a load costs a fraction of Lark's own parse (issue 13). Lark
+parses only a text that loop rejected, so that syntax errors are described exactly as before.
+Lark's exceptions never leave this module: they become diagnostics that name what was expected
+in the words a policy author uses (`}`, `a string`), never Lark's terminal names.
 
 Shapes the grammar accepts but the language does not (a lower-case method, `**` in the middle
 of a pattern, a bad escape in a string) are collected as diagnostics while the tree is built,
@@ -20,10 +22,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
-import lark
-from lark import Lark, Token
+from lark import Lark
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
-from lark.tree import Meta
 
 from policyauth.diagnostics import Diagnostic, PolicyError, Span, line_of
 from policyauth.language import ast
@@ -37,6 +37,10 @@ _PARAM_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # Characters a literal pattern segment may not hold: they are either pattern syntax or can never
 # appear in a canonical request path (the canonicalizer rejects them with 400).
 _FORBIDDEN_IN_SEGMENT = set("%;\\?#*{}") | {chr(c) for c in range(0x20)} | {"\x7f"}
+# A segment that is plain text and passes every check of `_Builder._segment` (no wildcard,
+# parameter, dot segment or forbidden character): most segments, taken without those checks.
+_PLAIN_SEGMENT = re.compile(r"(?!\.\.?$)[A-Za-z0-9_.~-]+")
+_COMPARE_OPS = {op.value: op for op in ast.CompareOp}
 # `{name}` written inside a segment instead of as one (`/x{id}`, or `/x{public}` for `/x {public}`).
 _GLUED_PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -75,12 +79,11 @@ def grammar_location() -> str:
 
 
 class _Collector:
-    """Comments seen by the lexer, and shape problems seen while building the AST."""
+    """Shape problems seen while building the AST."""
 
     def __init__(self, file: str, source: str) -> None:
         self.file = file
         self.source = source
-        self.comments: list[ast.Comment] = []
         self.problems: list[Diagnostic] = []
 
     def problem(self, span: Span, code: str, message: str, help: str | None = None) -> None:
@@ -89,35 +92,323 @@ class _Collector:
 
 @functools.cache
 def _parser() -> Lark:
-    """The LALR parser, built once per process; lexer callbacks are routed per parse call."""
+    """The LALR parser, built once per process. Its parse table and contextual lexer drive
+    `_Tables` (every parse); Lark itself parses only a text `_Tables` rejected, to name the
+    syntax error the way it always has."""
     return Lark(
         _grammar_text(),
         parser="lalr",
         lexer="contextual",
-        propagate_positions=True,
         maybe_placeholders=True,
-        lexer_callbacks={"COMMENT": _on_comment},
     )
 
 
-_current: list[_Collector] = []
+# A token as the parser hands it to the builders: its start and end (1-based line and column,
+# the end exclusive, as Lark counts them), its text and its terminal name. A plain tuple: one
+# is made for every token of the text, and a class would cost a call each.
+_Tok = tuple[int, int, int, int, str, str]
+# Where a subtree lies: (line, column, end_line, end_column), or None when it is empty; a
+# token stands for its own position.
+_Pos = tuple[int, int, int, int] | _Tok | None
+# Nesting deeper than this (the parse stack of `(((...`, `[[[...`, `not not ...`) is PA009: the
+# checker, the compiler and the formatter walk the tree recursively and would run out of stack.
+_MAX_DEPTH = 500
 
 
-def _on_comment(token: Token) -> Token:
-    if _current:
-        collector = _current[-1]
-        collector.comments.append(ast.Comment(str(token), _token_span(collector.file, token)))
-    return token
+class _Rejected(Exception):
+    """The text is not in the language; Lark's own parse says where and why."""
 
 
-def _token_span(file: str, token: Token) -> Span:
-    return Span(
-        file,
-        token.line or 1,
-        token.column or 1,
-        token.end_line or token.line or 1,
-        token.end_column or token.column or 1,
+class _TooDeep(Exception):
+    """The parse stack grew past `_MAX_DEPTH`."""
+
+
+# Aliased `?` rules whose builder, given one child, would return it: the parser passes the
+# child on itself and skips the call (`(a)` and `a` alone are no `Logical`).
+_LONE_CHILD_PASSES = frozenset({"or_expr", "and_expr"})
+
+# What a reduction does with the values it pops (`_Rule.kind`).
+_SPLICE, _PASS, _BUILD = 0, 1, 2
+
+
+class _Rule:
+    """How one grammar rule (after Lark's expansion of `*`, `?`, `[...]`) turns the values it
+    reduces into its own value, the way Lark's tree builder shapes a tree with
+    `maybe_placeholders` and `propagate_positions`: filtered-out tokens (`"{"`, keywords) are
+    dropped, `_name` rules are spliced into their parent, `[x]` left out gives None, and a
+    `?rule` with one child is that child."""
+
+    __slots__ = (
+        "build",
+        "goto",
+        "include",
+        "kind",
+        "name",
+        "next",
+        "plain",
+        "size",
+        "trailing_nones",
+        "unit",
     )
+
+    def __init__(self, rule: Any) -> None:
+        expansion = rule.expansion
+        keep = rule.options.keep_all_tokens
+        self.size = len(expansion)
+        # Lark's names are its Tokens, whose __eq__ is slow: plain strings for dict keys.
+        self.goto = str(rule.origin.name)
+        self.name = str(rule.alias or rule.origin.name)
+        empty = rule.options.empty_indices
+        # Nones to insert before each symbol and after the last (Lark's ChildFilter).
+        if empty:
+            runs = "".join(str(int(b)) for b in empty).split("0")
+            nones = [len(ones) for ones in runs]
+        else:
+            nones = [0] * (self.size + 1)
+        include: list[tuple[int, bool, int]] = []
+        pending = 0
+        for i, symbol in enumerate(expansion):
+            pending += nones[i]
+            if keep or not (symbol.is_term and symbol.filter_out):
+                splice = not symbol.is_term and symbol.name.startswith("_")
+                include.append((i, splice, pending))
+                pending = 0
+        self.include = tuple(include)
+        self.trailing_nones = pending + nones[self.size]
+        # The popped values are the children as they are.
+        self.plain = self.trailing_nones == 0 and include == [
+            (i, False, 0) for i in range(self.size)
+        ]
+        if self.goto.startswith("_"):
+            self.kind = _SPLICE
+        elif rule.options.expand1 and (not rule.alias or self.name in _LONE_CHILD_PASSES):
+            self.kind = _PASS
+        else:
+            self.kind = _BUILD
+        # One value in, the same value out, at the same position: only the state changes.
+        self.unit = self.size == 1 and self.plain and self.kind == _PASS
+        self.build = _NODE_BUILDERS.get(self.name)
+        # The state under the popped values -> the state after the reduction (filled in by
+        # _Tables from the table's shifts on `goto`).
+        self.next: dict[int, int] = {}
+        lone = len(include) == 1 and self.trailing_nones == 0 and include[0][1:] == (False, 0)
+        if self.build is None and self.kind != _SPLICE and not (self.kind == _PASS and lone):
+            raise AssertionError(f"grammar rule without a builder: {self.name}")
+
+    def children(self, values: list[Any]) -> list[Any]:
+        """The values the rule's node is built from, as Lark's ChildFilter passes them."""
+        out: list[Any] = []
+        for i, splice, nones in self.include:
+            if nones:
+                out += [None] * nones
+            if splice:
+                if out:
+                    out += values[i]
+                else:
+                    # A spliced list belongs to the one stack slot it was popped from, so it
+                    # is extended in place: `x*` is left-recursive, and copying the list at
+                    # every step would make a long policy quadratic (Lark does the same).
+                    out = values[i]
+            else:
+                out.append(values[i])
+        if self.trailing_nones:
+            out += [None] * self.trailing_nones
+        return out
+
+
+_Lexer = tuple[Any, dict[str, dict[str, str]], frozenset[str], frozenset[str]]
+
+
+class _Tables:
+    """Lark's LALR table and contextual lexer, read once into plain dicts that `run` walks
+    without Lark's per-token objects: the parse tree is never built, each rule's value is made
+    as the rule is reduced (issue 13). Lark's own parse of the same grammar is the reference:
+    tests/language/test_fast_parser.py checks that both accept the same texts and place the
+    nodes alike."""
+
+    def __init__(self, lark_parser: Lark) -> None:
+        frontend: Any = lark_parser.parser
+        table = frontend.parser._parse_table
+        self.start_state: int = table.start_states["start"]
+        self.end_state: int = table.end_states["start"]
+        rules: dict[Any, _Rule] = {}
+        # state -> terminal or rule name -> (True, next state) or (False, rule)
+        self.actions: dict[int, dict[str, tuple[bool, Any]]] = {}
+        for state, row in table.states.items():
+            actions: dict[str, tuple[bool, Any]] = {}
+            for symbol, (action, arg) in row.items():
+                if action.name == "Shift":
+                    actions[str(symbol)] = (True, arg)
+                else:
+                    if arg not in rules:
+                        rules[arg] = _Rule(arg)
+                    actions[str(symbol)] = (False, rules[arg])
+            self.actions[state] = actions
+        for state, row in table.states.items():
+            for symbol, (action, arg) in row.items():
+                if action.name == "Shift" and not symbol.isupper():
+                    for rule in rules.values():
+                        if rule.goto == symbol:
+                            rule.next[state] = arg
+        # state -> (regex of the terminals the state accepts, keyword table, ignored types,
+        # types whose text may hold a line break): Lark's contextual lexer, one per state.
+        self.lexers: dict[int, _Lexer] = {}
+        made: dict[int, _Lexer] = {}
+        for state, lexer in frontend.lexer.lexers.items():
+            if id(lexer) not in made:
+                made[id(lexer)] = _lexer(lexer)
+            self.lexers[state] = made[id(lexer)]
+
+    def run(self, text: str, builder: _Builder) -> Any:
+        """The value of the `start` rule for `text`, each node made by its builder method
+        (`_node`) as its rule is reduced. Raises _Rejected where Lark would raise a syntax
+        error, _TooDeep past `_MAX_DEPTH`."""
+        actions = self.actions
+        lexers = self.lexers
+        end_state = self.end_state
+        file = builder.c.file
+        comments = builder.comments
+        max_depth = _MAX_DEPTH
+        state = self.start_state
+        states = [state]
+        values: list[Any] = []
+        positions: list[_Pos] = []
+        at: _Pos
+        pos = 0
+        line = 1
+        line_start = 0
+        size = len(text)
+        while True:
+            if pos < size:
+                regex, keywords, ignore, newline = lexers[state]
+                match = regex.match(text, pos)
+                if match is None:
+                    raise _Rejected
+                type_: str = match.lastgroup
+                start, end = match.span(type_)
+                if start > pos:  # the blanks before the token, matched with it
+                    breaks = text.count("\n", pos, start)
+                    if breaks:
+                        line += breaks
+                        line_start = text.rindex("\n", pos, start) + 1
+                value = text[start:end]
+                start_line = line
+                start_column = start - line_start + 1
+                if type_ in newline:
+                    breaks = value.count("\n")
+                    if breaks:
+                        line += breaks
+                        line_start = start + value.rindex("\n") + 1
+                pos = end
+                if type_ in ignore:
+                    if type_ == "COMMENT":
+                        comments.append(
+                            (start_line, start_column, line, pos - line_start + 1, value, type_)
+                        )
+                    continue
+                words = keywords.get(type_)
+                if words is not None:
+                    type_ = words.get(value, type_)
+                token: _Tok = (start_line, start_column, line, pos - line_start + 1, value, type_)
+            else:
+                type_ = "$END"
+            row = actions[state]
+            while True:
+                try:
+                    is_shift, arg = row[type_]
+                except KeyError:
+                    raise _Rejected from None
+                if is_shift:
+                    if len(states) > max_depth:
+                        raise _TooDeep
+                    state = arg
+                    states.append(state)
+                    values.append(token)
+                    positions.append(token)  # its first four items are its position
+                    break
+                rule: _Rule = arg
+                if rule.unit:
+                    state = rule.next[states[-2]]
+                    states[-1] = state
+                    row = actions[state]
+                    continue
+                n = rule.size
+                if n == 1:
+                    children = [values.pop()]
+                    at = positions.pop()
+                    states.pop()
+                elif n:
+                    children = values[-n:]
+                    spans = positions[-n:]
+                    del states[-n:], values[-n:], positions[-n:]
+                    first = spans[0]
+                    if first is None:
+                        first = next((p for p in spans if p is not None), None)
+                    if first is None:
+                        at = None
+                    else:
+                        last = spans[-1]
+                        if last is None:
+                            last = next(p for p in reversed(spans) if p is not None)
+                        at = (first[0], first[1], last[2], last[3])
+                else:
+                    children = []
+                    at = None
+                if not rule.plain:
+                    children = rule.children(children)
+                kind = rule.kind
+                if kind == _SPLICE:
+                    result: Any = children
+                elif kind == _PASS and len(children) == 1:
+                    result = children[0]
+                else:
+                    span = (
+                        Span(file, 1, 1, 1, 1)
+                        if at is None
+                        else Span(file, at[0], at[1], at[2], at[3])
+                    )
+                    result = rule.build(builder, span, children)  # type: ignore[misc]
+                state = rule.next[states[-1]]
+                states.append(state)
+                values.append(result)
+                positions.append(at)
+                if state == end_state and type_ == "$END":
+                    return result
+                row = actions[state]
+
+
+def _lexer(lexer: Any) -> _Lexer:
+    """One of Lark's contextual lexers as `_Tables.run` reads it: the regex of its terminals,
+    the keywords its NAME-like terminals turn into (Lark's UnlessCallback), the terminals it
+    skips and those that may span lines."""
+    scanner = lexer.scanner
+    if len(scanner._mres) != 1:  # pragma: no cover - the grammar has few terminals
+        raise AssertionError("the lexer needs more than one regex")
+    keywords: dict[str, dict[str, str]] = {}
+    for type_, callback in lexer.callback.items():
+        words = getattr(callback, "scanner", None)
+        if words is None:  # pragma: no cover - only keywords have callbacks
+            raise AssertionError(f"unexpected lexer callback for {type_}")
+        keywords[type_] = {}
+        for terminal in words.terminals:
+            if terminal.pattern.type != "str" or terminal.pattern.flags:  # pragma: no cover
+                raise AssertionError(f"keyword {terminal.name} is not plain text")
+            keywords[type_][terminal.pattern.value] = terminal.name
+    regex = scanner._mres[0]
+    if "WS" in lexer.ignore_types:
+        # Blanks before a token are matched with it, which halves the matches; where no token
+        # follows, the regex backs off to Lark's own WS terminal. `WS` is `[ \t\f\r\n]+`
+        # (Lark's common.WS), and no other terminal starts with a blank.
+        blank = lexer.terminals_by_name["WS"].pattern.to_regexp()
+        if blank != "(?:[ \t\f\r\n])+":  # pragma: no cover - a new WS would need a look
+            raise AssertionError(f"unexpected WS terminal {blank!r}")
+        regex = re.compile(f"{blank[:-1]}*(?:{regex.pattern})", regex.flags)
+    return regex, keywords, lexer.ignore_types, lexer.newline_types
+
+
+@functools.cache
+def _tables() -> _Tables:
+    return _Tables(_parser())
 
 
 def parse(text: str, file: str = "<policy>") -> ast.Policy:
@@ -127,20 +418,42 @@ def parse(text: str, file: str = "<policy>") -> ast.Policy:
     problems in a text that parses are all reported together.
     """
     collector = _Collector(file, text)
-    _current.append(collector)
+    builder = _Builder(collector)
     try:
-        tree = _parser().parse(text)
-        policy = _Builder(collector).build(tree)
-    except UnexpectedInput as exc:
-        raise PolicyError([_syntax_diagnostic(exc, collector)]) from None
-    except RecursionError:
-        _too_deep(collector)
-    finally:
-        _current.pop()
+        policy = _tables().run(text, builder)
+    except _Rejected:
+        raise PolicyError([_syntax_error(text, collector)]) from None
+    except _TooDeep:
+        _too_deep_or_syntax_error(text, collector)
     if collector.problems:
         raise PolicyError(collector.problems)
     assert isinstance(policy, ast.Policy)
     return policy
+
+
+def _syntax_error(text: str, collector: _Collector) -> Diagnostic:
+    """The diagnostic for a text `_Tables.run` rejected, from Lark's own parse of it."""
+    try:
+        _parser().parse(text)
+    except UnexpectedInput as exc:
+        return _syntax_diagnostic(exc, collector)
+    # pragma: no cover - the two parsers read the same table
+    raise AssertionError("the parser rejected a text that Lark accepts")
+
+
+def _too_deep_or_syntax_error(text: str, collector: _Collector) -> NoReturn:
+    """PA009 for a text nested too deeply, unless it also has a syntax error further on:
+    that one is reported instead, as when Lark parsed the whole text before the tree was
+    built."""
+    try:
+        _parser().parse(text)
+    except UnexpectedInput as exc:
+        try:
+            diagnostic = _syntax_diagnostic(exc, collector)
+        except RecursionError:  # Lark copies its (deep) stack to list what it expected
+            _too_deep(collector)
+        raise PolicyError([diagnostic]) from None
+    _too_deep(collector)
 
 
 def _too_deep(collector: _Collector) -> NoReturn:
@@ -161,54 +474,38 @@ def _too_deep(collector: _Collector) -> NoReturn:
 # --- the AST builder ----------------------------------------------------------------------------
 
 
-def _span(collector: _Collector, meta: Meta) -> Span:
-    if getattr(meta, "empty", True):
-        return Span(collector.file, 1, 1, 1, 1)
-    return Span(collector.file, meta.line, meta.column, meta.end_line, meta.end_column)
-
-
 _NodeBuilder = Callable[["_Builder", Span, list[Any]], Any]
 _NODE_BUILDERS: dict[str, _NodeBuilder] = {}
 
 
 def _node(method: _NodeBuilder) -> _NodeBuilder:
     """Register a builder method, taking (self, span, children), for the grammar rule of its
-    name. A plain table rather than Lark's Transformer with `v_args(meta=True)`: that one makes
-    a new wrapper function (functools.update_wrapper) for every node it visits, which cost
-    about a third of a load (issue 13)."""
+    name; `_Tables.run` calls it when it reduces that rule (through `_Builder.node`)."""
     _NODE_BUILDERS[method.__name__] = method
     return method
 
 
 class _Builder:
-    """Builds AST nodes bottom-up from the parse tree; records shape problems as it goes."""
+    """Builds AST nodes bottom-up as the parser reduces rules; records shape problems as it
+    goes."""
 
     def __init__(self, collector: _Collector) -> None:
         self.c = collector
+        self.comments: list[_Tok] = []
 
-    def build(self, tree: lark.Tree[Token]) -> Any:
-        """The AST node for `tree`, its subtrees built first; tokens are passed as they are."""
-        children: list[Any] = []
-        for child in tree.children:
-            children.append(self.build(child) if isinstance(child, lark.Tree) else child)
-        method = _NODE_BUILDERS.get(tree.data)
-        if method is None:  # pragma: no cover - every rule of the grammar has a builder
-            raise AssertionError(f"grammar rule without a builder: {tree.data}")
-        return method(self, _span(self.c, tree.meta), children)
+    def _tok(self, token: _Tok) -> Span:
+        return Span(self.c.file, token[0], token[1], token[2], token[3])
 
-    def _tok(self, token: Token) -> Span:
-        return _token_span(self.c.file, token)
-
-    def _name(self, token: Token) -> ast.Name:
-        return ast.Name(str(token), self._tok(token))
+    def _name(self, token: _Tok) -> ast.Name:
+        return ast.Name(token[4], self._tok(token))
 
     # values
 
-    def _string(self, token: Token) -> ast.StringValue:
+    def _string(self, token: _Tok) -> ast.StringValue:
         return ast.StringValue(self._unescape(token), self._tok(token))
 
-    def _unescape(self, token: Token) -> str:
-        raw = str(token)[1:-1]
+    def _unescape(self, token: _Tok) -> str:
+        raw = token[4][1:-1]
         if "\\" not in raw:
             return raw
         out: list[str] = []
@@ -227,8 +524,8 @@ class _Builder:
                 out.append(chr(int(raw[i + 2 : i + 6], 16)))
                 i += 6
             else:
-                column = (token.column or 1) + 1 + i
-                span = Span(self.c.file, token.line or 1, column, token.line or 1, column + 2)
+                column = token[1] + 1 + i
+                span = Span(self.c.file, token[0], column, token[0], column + 2)
                 self.c.problem(
                     span,
                     "PA008",
@@ -239,32 +536,33 @@ class _Builder:
         return "".join(out)
 
     @_node
-    def string(self, span: Span, children: list[Token]) -> ast.StringValue:
-        return self._string(children[0])
+    def string(self, span: Span, children: list[_Tok]) -> ast.StringValue:
+        # The node is its one token, so `span` is the token's own.
+        return ast.StringValue(self._unescape(children[0]), span)
 
     @_node
-    def number(self, span: Span, children: list[Token]) -> ast.NumberValue:
-        text = str(children[0])
+    def number(self, span: Span, children: list[_Tok]) -> ast.NumberValue:
+        text = children[0][4]
         value: int | float = float(text) if "." in text else int(text)
         return ast.NumberValue(value, text, span)
 
     @_node
-    def duration(self, span: Span, children: list[Token]) -> ast.DurationValue:
-        text = str(children[0])
+    def duration(self, span: Span, children: list[_Tok]) -> ast.DurationValue:
+        text = children[0][4]
         milliseconds = parse_duration(text)
         assert milliseconds is not None  # the DURATION terminal guarantees the shape
         return ast.DurationValue(milliseconds, text, span)
 
     @_node
-    def size(self, span: Span, children: list[Token]) -> ast.SizeValue:
-        text = str(children[0])
+    def size(self, span: Span, children: list[_Tok]) -> ast.SizeValue:
+        text = children[0][4]
         size = parse_size(text)
         assert size is not None  # the SIZE terminal guarantees the shape
         return ast.SizeValue(size, text, span)
 
     @_node
-    def bad_duration(self, span: Span, children: list[Token]) -> ast.DurationValue:
-        text = str(children[0])
+    def bad_duration(self, span: Span, children: list[_Tok]) -> ast.DurationValue:
+        text = children[0][4]
         if looks_like_size(text):
             self.c.problem(
                 span,
@@ -282,23 +580,23 @@ class _Builder:
         return ast.DurationValue(0, text, span)
 
     @_node
-    def true(self, span: Span, children: list[Token]) -> ast.BoolValue:
+    def true(self, span: Span, children: list[_Tok]) -> ast.BoolValue:
         return ast.BoolValue(True, span)
 
     @_node
-    def false(self, span: Span, children: list[Token]) -> ast.BoolValue:
+    def false(self, span: Span, children: list[_Tok]) -> ast.BoolValue:
         return ast.BoolValue(False, span)
 
     @_node
-    def env(self, span: Span, children: list[Token | None]) -> ast.EnvValue:
+    def env(self, span: Span, children: list[_Tok | None]) -> ast.EnvValue:
         name_token, default_token = children
         assert name_token is not None
         default = self._string(default_token) if default_token is not None else None
         return ast.EnvValue(self._string(name_token), default, span)
 
     @_node
-    def jsonpath(self, span: Span, children: list[Token]) -> ast.JsonPathValue:
-        return ast.JsonPathValue(str(children[0]), span)
+    def jsonpath(self, span: Span, children: list[_Tok]) -> ast.JsonPathValue:
+        return ast.JsonPathValue(children[0][4], span)
 
     @_node
     def value_list(self, span: Span, children: list[ast.Value | None]) -> ast.ListValue:
@@ -341,11 +639,11 @@ class _Builder:
         return ast.TokensDecl(self._name(children[0]), tuple(children[1:]), span)
 
     @_node
-    def any_method(self, span: Span, children: list[Token]) -> tuple[ast.Name, ...]:
+    def any_method(self, span: Span, children: list[_Tok]) -> tuple[ast.Name, ...]:
         return ()
 
     @_node
-    def method_list(self, span: Span, children: list[Token]) -> tuple[ast.Name, ...]:
+    def method_list(self, span: Span, children: list[_Tok]) -> tuple[ast.Name, ...]:
         names = tuple(self._name(t) for t in children)
         for name in names:
             if name.text in METHODS:
@@ -371,24 +669,32 @@ class _Builder:
         methods, path_token, body = children
         return ast.RouteDecl(methods, self._pattern(path_token), body, span)
 
-    def _pattern(self, token: Token) -> ast.PathPattern:
-        text = str(token)
+    def _pattern(self, token: _Tok) -> ast.PathPattern:
+        text = token[4]
         span = self._tok(token)
         segments: list[ast.PatternSegment] = []
         parts = [] if text == "/" else text[1:].split("/")
         params: set[str] = set()
         column = span.column + 1
+        plain = _PLAIN_SEGMENT.fullmatch
+        literal = ast.Segment.LITERAL
         for index, part in enumerate(parts):
-            at = Span(span.file, span.line, column, span.line, column + max(len(part), 1))
+            if plain(part):
+                segments.append(ast.PatternSegment(literal, part))
+                column += len(part) + 1
+                continue
+            segment = self._segment(part, index == len(parts) - 1, span, params, column)
             column += len(part) + 1
-            segment = self._segment(part, index == len(parts) - 1, span, params, at)
             if segment is not None:
                 segments.append(segment)
         return ast.PathPattern(text, tuple(segments), span)
 
     def _segment(
-        self, part: str, last: bool, span: Span, params: set[str], at: Span
+        self, part: str, last: bool, span: Span, params: set[str], column: int
     ) -> ast.PatternSegment | None:
+        """The segment `part`, which starts at `column` of the pattern's line; None (and a
+        problem) when it is not one."""
+
         def bad(message: str, help: str) -> None:
             self.c.problem(span, "PA005", message, help=help)
 
@@ -414,6 +720,7 @@ class _Builder:
             bad(f"`{part}` segment in the pattern", "requests with dot segments are rejected")
             return None
         if part.startswith(":") and _PARAM_NAME.fullmatch(part[1:]):
+            at = Span(span.file, span.line, column, span.line, column + max(len(part), 1))
             self.c.problem(
                 at,
                 "PA014",
@@ -423,6 +730,7 @@ class _Builder:
             return None
         glued = _GLUED_PARAM.search(part)
         if glued:
+            at = Span(span.file, span.line, column, span.line, column + max(len(part), 1))
             self.c.problem(
                 at,
                 "PA014",
@@ -452,7 +760,7 @@ class _Builder:
 
     @_node
     def auth(self, span: Span, children: list[Any]) -> ast.Auth:
-        names = tuple(self._name(c) for c in children if isinstance(c, Token))
+        names = tuple(self._name(c) for c in children if isinstance(c, tuple))
         rules = tuple(c for c in children if isinstance(c, ast.Rule))
         return ast.Auth(names, rules, span)
 
@@ -466,21 +774,17 @@ class _Builder:
         label, condition = children
         return ast.Rule(ast.RuleKind.DENY, condition, span, self._label(label))
 
-    def _label(self, token: Token | None) -> ast.StringValue | None:
+    def _label(self, token: _Tok | None) -> ast.StringValue | None:
         return None if token is None else self._string(token)
 
     # expressions
 
     @_node
     def or_expr(self, span: Span, children: list[ast.Expr]) -> ast.Expr:
-        return (
-            children[0] if len(children) == 1 else ast.Logical(ast.BoolOp.OR, tuple(children), span)
-        )
+        return ast.Logical(ast.BoolOp.OR, tuple(children), span)
 
     @_node
     def and_expr(self, span: Span, children: list[ast.Expr]) -> ast.Expr:
-        if len(children) == 1:
-            return children[0]
         return ast.Logical(ast.BoolOp.AND, tuple(children), span)
 
     @_node
@@ -498,7 +802,7 @@ class _Builder:
     @_node
     def compare(self, span: Span, children: list[Any]) -> ast.Compare:
         left, op, right = children
-        return ast.Compare(ast.CompareOp(str(op)), _operand(left), _operand(right), span)
+        return ast.Compare(_COMPARE_OPS[op[4]], _operand(left), _operand(right), span)
 
     @_node
     def not_in(self, span: Span, children: list[Any]) -> ast.Compare:
@@ -508,7 +812,7 @@ class _Builder:
     @_node
     def matches(self, span: Span, children: list[Any]) -> ast.Matches:
         subject, token = children
-        pattern = str(token)[1:-1].replace("\\/", "/")
+        pattern = token[4][1:-1].replace("\\/", "/")
         return ast.Matches(_operand(subject), pattern, span, self._tok(token))
 
     @_node
@@ -517,38 +821,42 @@ class _Builder:
         return ast.ListLiteral(tuple(i for i in items if isinstance(i, ast.Literal)), span)
 
     @_node
-    def claim(self, span: Span, children: list[Token]) -> ast.ClaimRef:
-        return ast.ClaimRef(str(children[0]), span)
+    def claim(self, span: Span, children: list[_Tok]) -> ast.ClaimRef:
+        return ast.ClaimRef(children[0][4], span)
 
     @_node
-    def provider_ref(self, span: Span, children: list[Token]) -> ast.BuiltinRef:
+    def provider_ref(self, span: Span, children: list[_Tok]) -> ast.BuiltinRef:
         return ast.BuiltinRef(ast.Builtin.PROVIDER, span)
 
     @_node
-    def method_ref(self, span: Span, children: list[Token]) -> ast.BuiltinRef:
+    def method_ref(self, span: Span, children: list[_Tok]) -> ast.BuiltinRef:
         return ast.BuiltinRef(ast.Builtin.METHOD, span)
 
     @_node
-    def path_ref(self, span: Span, children: list[Token]) -> ast.BuiltinRef:
+    def path_ref(self, span: Span, children: list[_Tok]) -> ast.BuiltinRef:
         return ast.BuiltinRef(ast.Builtin.PATH, span)
 
     @_node
-    def param_ref(self, span: Span, children: list[Token]) -> ast.ParamRef:
-        return ast.ParamRef(str(children[0]).removeprefix("param."), span)
+    def param_ref(self, span: Span, children: list[_Tok]) -> ast.ParamRef:
+        return ast.ParamRef(children[0][4].removeprefix("param."), span)
 
     @_node
-    def jsonpath_ref(self, span: Span, children: list[Token]) -> ast.JsonPathRef:
-        return ast.JsonPathRef(str(children[0]), span)
+    def jsonpath_ref(self, span: Span, children: list[_Tok]) -> ast.JsonPathRef:
+        return ast.JsonPathRef(children[0][4], span)
 
     @_node
     def start(self, span: Span, children: list[ast.Declaration]) -> ast.Policy:
-        return ast.Policy(self.c.file, tuple(children), tuple(self.c.comments))
+        comments = (ast.Comment(c[4], self._tok(c)) for c in self.comments)
+        return ast.Policy(self.c.file, tuple(children), tuple(comments))
+
+
+_LITERAL_VALUES = (ast.StringValue, ast.NumberValue, ast.BoolValue)
 
 
 def _operand(node: Any) -> ast.Operand:
     """Operands as expression nodes: the `string`/`number`/`true`/`false` builders, shared with
     block values, give value nodes, which become `Literal`s here."""
-    if isinstance(node, ast.StringValue | ast.NumberValue | ast.BoolValue):
+    if isinstance(node, _LITERAL_VALUES):
         return ast.Literal(node.value, node.span)
     return node  # type: ignore[no-any-return]
 

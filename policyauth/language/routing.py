@@ -111,7 +111,10 @@ class RouteIndex:
                 node.rest.append(index)
                 return index
             if segment.kind is Segment.LITERAL:
-                node = node.literal.setdefault(segment.text, _Node())
+                child = node.literal.get(segment.text)
+                if child is None:  # not setdefault: that would build a node for every segment
+                    child = node.literal[segment.text] = _Node()
+                node = child
             else:
                 if node.wild is None:
                     node.wild = _Node()
