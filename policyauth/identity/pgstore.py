@@ -437,14 +437,19 @@ class _Follower:
 
     def poll(self, connection: psycopg.Connection[Any]) -> None:
         row = connection.execute(_VERSION).fetchone()
-        if row is None or row[0] != self.version:
+        if row is None or row[0] != self.version:  # load() judges a missing row
             self.load(connection)
         else:
             self.confirm()
 
     def load(self, connection: psycopg.Connection[Any]) -> None:
         rows = connection.execute(_LOAD).fetchall()
-        version = rows[0][0] if rows else None
+        if not rows:  # never "no tokens": a store whose version row is gone is broken
+            raise TokenStoreError(
+                f"token store `{self.shown}` has lost the row of `{VERSION_TABLE}`; "
+                "its tokens cannot be trusted until that row (true, 0) is restored"
+            )
+        version = rows[0][0]
         records = _checked(tuple(_record(row[1:]) for row in rows if row[1] is not None), self.url)
         self.by_digest = {bytes.fromhex(record.digest): record for record in records}
         self.version = version

@@ -371,3 +371,28 @@ def test_the_store_url_never_shows_its_password() -> None:
     )
     assert redacted("postgres://db/tokens") == "postgres://db/tokens"
     assert redacted("postgresql://[::1/db") == "postgresql://..."
+
+
+def test_a_lost_version_row_makes_the_store_unreadable_not_empty(
+    capsys: pytest.CaptureFixture[str], store_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    code, out, _ = cli(
+        capsys, "create", "--store", store_url, "--user", "ci-bot", "--groups", "deploy"
+    )
+    assert code == 0
+    token = out.strip()
+    engine = engine_for(store_url, grace="1s")
+    try:
+        assert status(engine, token) == (200, "allowed")
+        caplog.set_level(logging.WARNING, logger="policyauth.tokens")
+        with psycopg.connect(store_url, autocommit=True) as admin:
+            admin.execute("DELETE FROM policyauth_tokens_version")
+            admin.execute("NOTIFY policyauth_tokens")
+        # Never 401 (an empty store): 503 once the grace has run out.
+        wait_for(lambda: status(engine, token) == (503, "provider_unavailable"), 4.0)
+        assert any(
+            "has lost the row of `policyauth_tokens_version`" in record.getMessage()
+            for record in caplog.records
+        )
+    finally:
+        engine.close()
