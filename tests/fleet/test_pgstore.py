@@ -19,6 +19,7 @@ import itertools
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -394,5 +395,68 @@ def test_a_lost_version_row_makes_the_store_unreadable_not_empty(
             "has lost the row of `policyauth_tokens_version`" in record.getMessage()
             for record in caplog.records
         )
+    finally:
+        engine.close()
+
+
+def test_a_forked_worker_follows_the_store_on_its_own_connection(
+    capsys: pytest.CaptureFixture[str], store_url: str
+) -> None:
+    """gunicorn --preload: the engine is made before the fork. The child answers from the
+    parent's map at once, then follows the store on a connection of its own; the parent's
+    connection is left alone (closing it in the child would end the parent's session)."""
+    code, out, _ = cli(
+        capsys, "create", "--store", store_url, "--user", "ci-bot", "--groups", "deploy"
+    )
+    assert code == 0
+    token = out.strip()
+    engine = engine_for(store_url)
+    try:
+        assert status(engine, token) == (200, "allowed")
+        ready_r, ready_w = os.pipe()
+        go_r, go_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: report through the exit status only
+            result = 9
+            try:
+                os.write(ready_w, b"1" if status(engine, token) == (200, "allowed") else b"0")
+                os.read(go_r, 1)
+                deadline = time.monotonic() + 2.0
+                while time.monotonic() < deadline:
+                    if status(engine, token) == (401, "invalid_token"):
+                        result = 0
+                        break
+                    time.sleep(0.02)
+                else:
+                    result = 3
+            finally:
+                os._exit(result)
+        reaped = False
+        try:
+            assert os.read(ready_r, 1) == b"1"  # the parent's map, before any read of its own
+            database = store_url.rsplit("/", 1)[1]
+            with psycopg.connect(store_url, autocommit=True) as admin:
+                wait_for(
+                    lambda: (
+                        admin.execute(
+                            "SELECT count(*) FROM pg_stat_activity "
+                            "WHERE datname = %s AND application_name = 'policyauth'",
+                            (database,),
+                        ).fetchone()
+                        == (2,)
+                    ),
+                    5.0,
+                )
+            code, _, _ = cli(capsys, "revoke", "--store", store_url, token)
+            assert code == 0
+            os.write(go_w, b"1")
+            _, wait_status = os.waitpid(pid, 0)
+            reaped = True
+            assert os.waitstatus_to_exitcode(wait_status) == 0  # the child saw the revocation
+        finally:  # never leave a copy of pytest behind, whatever failed
+            if not reaped:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+        wait_for(lambda: status(engine, token) == (401, "invalid_token"), 2.0)
     finally:
         engine.close()
