@@ -74,7 +74,6 @@ log = logging.getLogger("policyauth.tokens")
 
 TABLE = "policyauth_tokens"
 VERSION_TABLE = "policyauth_tokens_version"
-CHANNEL = "policyauth_tokens"
 POLL_INTERVAL = 1.0  # seconds between version reads; with LISTEN, changes come sooner
 # pg_advisory_xact_lock's key: "policyau" in ASCII, a constant every policyauth agrees on.
 _LOCK_KEY = 0x706F6C6963796175
@@ -153,7 +152,6 @@ _REVOKE = "UPDATE policyauth_tokens SET revoked = %s WHERE digest = %s"
 _LISTEN = "LISTEN policyauth_tokens"
 
 __all__ = [
-    "CHANNEL",
     "POLL_INTERVAL",
     "TABLE",
     "VERSION_TABLE",
