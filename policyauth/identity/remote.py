@@ -41,6 +41,7 @@ from policyauth.identity.source import (
 from policyauth.identity.tokens import TokenStore
 
 if TYPE_CHECKING:
+    from policyauth.identity.pgstore import PgTokenStore
     from policyauth.identity.rediscache import SharedCache
     from policyauth.language.model import Settings
 from policyauth.identity.userinfo import (
@@ -56,6 +57,7 @@ from policyauth.identity.userinfo import (
     parse_document,
     userinfo_request,
 )
+from policyauth.language.fleet_checks import is_store_url
 from policyauth.language.presets import Audience
 from policyauth.observe.metrics import METRICS
 from policyauth.request import BearerCredential
@@ -104,9 +106,7 @@ class RemoteIdentitySource:
         self._ration = CallRation()
         self._shared = _shared_cache(settings)
         grace = timedelta(milliseconds=settings.store_grace_ms)
-        self._stores = {
-            name: TokenStore(spec.store, grace=grace) for name, spec in policy.tokens.items()
-        }
+        self._stores = {name: _store(spec.store, grace) for name, spec in policy.tokens.items()}
         self._providers = dict(policy.providers)  # a plain dict: looked up on every request
         # Each provider's cache entries are keyed under a tag that names its settings: a
         # successor (after a reload) keeps the tag of a provider whose settings are unchanged,
@@ -398,7 +398,7 @@ class RemoteIdentitySource:
         new._stores = {
             name: self._stores[name]
             if name in old.tokens and old.tokens[name] == spec
-            else TokenStore(spec.store)
+            else _store(spec.store, timedelta(milliseconds=settings.store_grace_ms))
             for name, spec in policy.tokens.items()
         }
         return new
@@ -440,13 +440,21 @@ class RemoteIdentitySource:
 
     def close(self) -> None:
         self._client.close()
+        self._close_stores()
         if self._shared is not None:
             self._shared.close()
 
     async def aclose(self) -> None:
         await self._client.aclose()
+        self._close_stores()
         if self._shared is not None:
             await self._shared.aclose()
+
+    def _close_stores(self) -> None:
+        """Stop the readers of database stores (a file store has nothing to stop)."""
+        for store in self._stores.values():
+            if not isinstance(store, TokenStore):
+                store.close()
 
 
 def _rationable(provider: ProviderPlan) -> bool:
@@ -489,6 +497,16 @@ def _log_result(provider: str, result: IdentityResult, seconds: float) -> None:
         log.debug("provider %s refused a token: %s", provider, result.detail)
     else:
         log.debug("provider %s validated a token", provider)
+
+
+def _store(location: str, grace: timedelta) -> TokenStore | PgTokenStore:
+    """The store a tokens block names: a PostgreSQL URL (psycopg is only needed then; the
+    checker accepted only postgresql:// and postgres:// URLs), else a file."""
+    if is_store_url(location):
+        from policyauth.identity.pgstore import PgTokenStore
+
+        return PgTokenStore(location, grace=grace)
+    return TokenStore(location, grace=grace)
 
 
 def _shared_cache(settings: Settings) -> SharedCache | None:

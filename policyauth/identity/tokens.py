@@ -91,6 +91,7 @@ __all__ = [
     "Warn",
     "create",
     "digest_of",
+    "identify",
     "list_records",
     "looks_valid",
     "new_token",
@@ -631,22 +632,7 @@ class TokenStore:
         self._maybe_refresh(now)
         if not self._usable(now):
             return Unavailable("the token store cannot be read")
-        presented = hashlib.sha256(token.encode("ascii")).digest()
-        record = self._by_digest.get(presented)
-        # The dictionary finds the candidate; the decision is a constant-time comparison of
-        # bytes (str arguments would raise TypeError on non-ASCII, security reference A09).
-        if record is None or not hmac.compare_digest(bytes.fromhex(record.digest), presented):
-            return Invalid("unknown token")
-        if user is not None and user != record.user:
-            # Both sides (the Basic user, the owner), so a script sending the wrong user name
-            # is told which one the token needs; user names are not secrets, tokens are.
-            return Invalid(
-                f"the Basic user is `{_escaped(user)}`, the token belongs to `{record.user}`"
-            )
-        status = record.status(now)
-        if status != "active":
-            return Invalid(f"token {status}")
-        return Identity({"username": record.user, "groups": list(record.groups)})
+        return identify(self._by_digest, token, user, now)
 
     def _usable(self, now: datetime) -> bool:
         """Whether the records in memory may decide: the file's own, or confirmed within grace.
@@ -755,6 +741,33 @@ class TokenStore:
             f"keeping the {len(self._by_digest)} tokens last read for at most `store_grace` "
             f"({_seconds(self._grace)}), then refusing them with 503 until it can be read"
         )
+
+
+def identify(
+    by_digest: dict[bytes, Record], token: str, user: str | None, now: datetime
+) -> Identity | Invalid:
+    """The identity of a well-formed `token` among the records of a store, keyed by the raw
+    SHA-256 digest; `user` is the Basic user, None for a bearer token.
+
+    Shared by every kind of store (a file here, PostgreSQL in pgstore.py), so that a token is
+    judged the same wherever it is kept.
+    """
+    presented = hashlib.sha256(token.encode("ascii")).digest()
+    record = by_digest.get(presented)
+    # The dictionary finds the candidate; the decision is a constant-time comparison of
+    # bytes (str arguments would raise TypeError on non-ASCII, security reference A09).
+    if record is None or not hmac.compare_digest(bytes.fromhex(record.digest), presented):
+        return Invalid("unknown token")
+    if user is not None and user != record.user:
+        # Both sides (the Basic user, the owner), so a script sending the wrong user name
+        # is told which one the token needs; user names are not secrets, tokens are.
+        return Invalid(
+            f"the Basic user is `{_escaped(user)}`, the token belongs to `{record.user}`"
+        )
+    status = record.status(now)
+    if status != "active":
+        return Invalid(f"token {status}")
+    return Identity({"username": record.user, "groups": list(record.groups)})
 
 
 def _signature(status: os.stat_result) -> tuple[int, int, int, int, int]:

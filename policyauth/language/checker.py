@@ -415,6 +415,10 @@ class _Checker:
             store = self._string(entries["store"].value, "store")
         except _Invalid:
             return None
+        if fleet_checks.is_store_url(store):  # a database, not a file (production.md 2)
+            if not fleet_checks.token_store_url(self, entries["store"].value, store):
+                return None
+            return TokensSpec(decl.name.text, decl.name.span, store)
         path = Path(store)
         if not path.is_absolute() and self.base_dir is not None:
             path = self.base_dir / path

@@ -102,7 +102,9 @@ class ProviderSpec:
 class TokensSpec:
     name: str
     span: Span = attrs.field(eq=False)
-    store: str  # absolute, or relative to the working directory for inline policies
+    # A file (absolute, or relative to the working directory for inline policies) or a
+    # PostgreSQL URL, whose password may come from env(): kept out of repr and logs.
+    store: str = attrs.field(repr=False)
 
 
 @attrs.frozen

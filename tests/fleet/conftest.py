@@ -209,3 +209,48 @@ def postgres_server() -> Iterator[PostgresServer]:
     finally:
         server.stop()
         shutil.rmtree(folder, ignore_errors=True)
+
+
+PG_PASSWORD = "pg-pass-5ecret"  # the password of `own_postgres`; tests check it never leaks
+
+
+@pytest.fixture
+def own_postgres() -> Iterator[PostgresServer]:
+    """A PostgreSQL of the test's own, with password authentication (scram-sha-256): for the
+    tests that stop the server (the session's one is shared) or need a refused password."""
+    pg_bin = _pg_bin()
+    if pg_bin is None:
+        _missing("postgresql is not installed (make test installs it as root)")
+        raise AssertionError("unreachable")
+    folder = Path(tempfile.mkdtemp(prefix="policyauth-pg-own-"))
+    folder.chmod(0o755)
+    if os.geteuid() == 0:
+        shutil.chown(folder, "postgres", "postgres")
+    password_file = folder / "password"
+    password_file.write_text(PG_PASSWORD + "\n", encoding="utf-8")
+    if os.geteuid() == 0:
+        shutil.chown(password_file, "postgres", "postgres")
+    server = PostgresServer(port=_free_port(), folder=folder, bin=pg_bin)
+    try:
+        subprocess.run(
+            server.as_postgres(
+                str(pg_bin / "initdb"),
+                "-D",
+                str(folder / "data"),
+                "-U",
+                "postgres",
+                "--auth=scram-sha-256",
+                f"--pwfile={password_file}",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ),
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        server.start()
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(folder, ignore_errors=True)
