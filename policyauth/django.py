@@ -197,11 +197,11 @@ def _configured() -> tuple[Engine, bool]:
     options = getattr(settings, "POLICYAUTH", {})
     if not isinstance(options, Mapping):
         raise ImproperlyConfigured("settings.POLICYAUTH must be a dict")
-    unknown = set(options) - {"POLICY", "ENGINE", "SET_USER"}
+    unknown = set(options) - {"POLICY", "ENGINE", "SET_USER", "RELOAD"}
     if unknown:
         raise ImproperlyConfigured(
             f"settings.POLICYAUTH has unknown keys: {', '.join(sorted(unknown))} "
-            "(known: POLICY, ENGINE, SET_USER)"
+            "(known: POLICY, ENGINE, SET_USER, RELOAD)"
         )
     engine = options.get("ENGINE")
     policy = options.get("POLICY", getattr(settings, "POLICYAUTH_POLICY", None))
@@ -217,7 +217,15 @@ def _configured() -> tuple[Engine, bool]:
         set_user = AUTH_MIDDLEWARE not in getattr(settings, "MIDDLEWARE", ())
     elif not isinstance(set_user, bool):
         raise ImproperlyConfigured('settings.POLICYAUTH["SET_USER"] must be True, False or None')
-    return build_engine(engine, policy), set_user
+    reload = options.get("RELOAD", False)
+    if not isinstance(reload, bool):
+        raise ImproperlyConfigured('settings.POLICYAUTH["RELOAD"] must be True or False')
+    if reload and engine is not None:
+        raise ImproperlyConfigured(
+            'settings.POLICYAUTH["RELOAD"] goes with "POLICY"; a given engine watches its '
+            "file if it was made with Engine(..., reload=True)"
+        )
+    return build_engine(engine, policy, reload=reload), set_user
 
 
 class _DenialResponse(HttpResponse):  # type: ignore[misc]

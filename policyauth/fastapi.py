@@ -241,6 +241,7 @@ def install(
     *,
     policy: str | os.PathLike[str] | Policy | None = None,
     guard_all: bool = True,
+    reload: bool = False,
 ) -> Engine:
     """Put the policy in front of every path of `app` (the ASGI middleware), answer denials as
     the middleware does, and keep the OpenAPI document true to the policy. Returns the engine.
@@ -249,8 +250,9 @@ def install(
     (that would decide each request twice). `guard_all=False` is the opt-out: no middleware,
     only the endpoints that depend on policyauth are decided, and those must be declared after
     `install` (see the module's docstring). A policy that does not load raises PolicyError here.
+    `reload=True` (with a policy file) puts a changed file in force without a restart.
     """
-    chosen = build_engine(engine, policy)
+    chosen = build_engine(engine, policy, reload=reload)
     if guard_all:
         app.add_middleware(PolicyAuthMiddleware, engine=chosen)
     else:

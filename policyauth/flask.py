@@ -49,6 +49,7 @@ from policyauth.wsgi import request_headers, request_target
 __all__ = ["PolicyAuth"]
 
 CONFIG_POLICY = "POLICYAUTH_POLICY"
+CONFIG_RELOAD = "POLICYAUTH_RELOAD"  # True: watch the policy file and reload it on change
 
 
 class PolicyAuth:
@@ -66,11 +67,13 @@ class PolicyAuth:
         *,
         engine: Engine | None = None,
         policy: str | os.PathLike[str] | Policy | None = None,
+        reload: bool = False,  # watch the policy file and reload it on change
     ) -> None:
         if engine is not None and policy is not None:
             raise TypeError("give at most one of `engine=` and `policy=`")
         self._engine = engine
         self._policy = policy
+        self._reload = reload
         if app is not None:
             self.init_app(app)
 
@@ -84,7 +87,8 @@ class PolicyAuth:
                     f"policyauth.flask.PolicyAuth needs `engine=`, `policy=` or "
                     f'app.config["{CONFIG_POLICY}"]'
                 )
-        app.extensions["policyauth"] = build_engine(engine, policy)
+        reload = self._reload or bool(app.config.get(CONFIG_RELOAD, False))
+        app.extensions["policyauth"] = build_engine(engine, policy, reload=reload)
         # First, so that no other before_request function runs for a request the policy refuses.
         functions = app.before_request_funcs.setdefault(None, [])
         if _authorize not in functions:

@@ -103,8 +103,9 @@ class PolicyAuthBackend(AuthenticationBackend):
         engine: Engine | None = None,
         *,
         policy: str | os.PathLike[str] | Policy | None = None,
+        reload: bool = False,  # watch the policy file and reload it on change
     ) -> None:
-        self.engine = build_engine(engine, policy)
+        self.engine = build_engine(engine, policy, reload=reload)
 
     async def authenticate(self, conn: HTTPConnection) -> tuple[AuthCredentials, BaseUser] | None:
         scope = conn.scope
@@ -143,11 +144,13 @@ def middleware(
     engine: Engine | None = None,
     *,
     policy: str | os.PathLike[str] | Policy | None = None,
+    reload: bool = False,
 ) -> Middleware:
     """`AuthenticationMiddleware` wired to a `PolicyAuthBackend` and this module's `on_error`,
-    for `Starlette(middleware=[...])`; give exactly one of `engine` and `policy`."""
+    for `Starlette(middleware=[...])`; give exactly one of `engine` and `policy`
+    (`reload=True` goes with a policy file)."""
     return Middleware(
         AuthenticationMiddleware,
-        backend=PolicyAuthBackend(engine, policy=policy),
+        backend=PolicyAuthBackend(engine, policy=policy, reload=reload),
         on_error=on_error,
     )

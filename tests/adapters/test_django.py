@@ -127,6 +127,7 @@ def _configure(options: str) -> str:
         ("POLICYAUTH={'POLICIES': 'x'}", "unknown keys: POLICIES"),
         ("POLICYAUTH={'ENGINE': 'x'}", "must be a policyauth.Engine"),
         ("POLICYAUTH={'POLICY': FILE, 'SET_USER': 'yes'}", "must be True, False or None"),
+        ("POLICYAUTH={'POLICY': FILE, 'RELOAD': 'yes'}", 'POLICYAUTH["RELOAD"] must be True or'),
     ],
 )
 def test_unusable_settings_stop_django_when_it_loads_the_middleware(
