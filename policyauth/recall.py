@@ -45,6 +45,8 @@ _OVERRIDES = frozenset(
     | {"x-http-method-override", "x-http-method", "x-method-override"}
 )
 
+_LENGTHS = frozenset(len(name) for name in _OVERRIDES) | {len("authorization")}
+
 # What the identity source offers for this (RemoteIdentitySource): the identity cache's key
 # for an authenticator and credential, and the cache's current answer under a key.
 CacheKey = Callable[[str, Any], "bytes | None"]
@@ -68,38 +70,40 @@ class Recall:
     def key(self, method: str, target: str, headers: object) -> bytes | None:
         """The MAC of what decides this request, or None when it carries a header the table
         does not judge (or headers in a shape it does not read): then the full path runs."""
-        parts = [str(len(method)), ":", method, str(len(target)), ":", target]
+        text = f"{len(method)}:{method}{len(target)}:{target}"
         if isinstance(headers, list | tuple):
             pairs: Iterable[Any] = headers
         elif isinstance(headers, Mapping):
             pairs = headers.items()
         else:
             return None
+        # One pass, cheap for the headers that do not matter: only `authorization` (13) and
+        # the override headers (13, 17, 22 characters) are lowered and compared, and a name
+        # with `_` (a possible underscore alias) sends the request down the full path.
         for name, value in pairs:
             if isinstance(name, bytes):
-                name = name.lower()
-                if name != b"authorization":
-                    if b"_" in name or name in _OVERRIDES:
-                        return None
-                    continue
-                if not isinstance(value, bytes):
+                if b"_" in name:
                     return None
-                value = value.decode("latin-1")
-            elif isinstance(name, str) and name.isascii():
-                name = name.lower()
-                if name != "authorization":
-                    if "_" in name or name in _OVERRIDES:
+                if len(name) in _LENGTHS:
+                    name = name.lower()
+                    if name == b"authorization" and isinstance(value, bytes):
+                        text += f"{len(value)}:{value.decode('latin-1')}"
+                    elif name in _OVERRIDES or name == b"authorization":
                         return None
-                    continue
-                if isinstance(value, bytes):
-                    value = value.decode("latin-1")
+            elif isinstance(name, str) and isinstance(value, str):
+                if "_" in name:
+                    return None
+                # A non-ASCII name never folds to these (names fold in ASCII only).
+                if len(name) in _LENGTHS and name.isascii():
+                    name = name.lower()
+                    if name == "authorization":
+                        text += f"{len(value)}:{value}"
+                    elif name in _OVERRIDES:
+                        return None
             else:
-                return None  # a non-ASCII name: rare, and the full path reads it exactly
-            if not isinstance(value, str):
                 return None
-            parts += (str(len(value)), ":", value)
         mac = self._keyed.copy()
-        mac.update("".join(parts).encode("utf-8", "surrogatepass"))
+        mac.update(text.encode("utf-8", "surrogatepass"))
         return mac.digest()
 
     def get(self, key: bytes) -> tuple[Decision, IdentityResult | None] | None:
