@@ -316,10 +316,16 @@ class _State:
     ) -> Decision:
         """A remembered decision, counted as the full path would have counted it."""
         decision, result = found
-        if result is not None:
-            METRICS.cache(counted(result))
-        if self.observed:
-            self.seen(method, target, decision, None if result is None else True, started)
+        cache = None if result is None else counted(result)
+        if not self.observed:
+            if cache is not None:
+                METRICS.cache(cache)
+            return decision
+        seconds = perf_counter() - started
+        METRICS.recalled(decision.status, decision.reason, seconds, cache)
+        if self.decisions is not None:
+            raw = target if isinstance(target, str) else "-"
+            self.decisions.record(method, raw, decision, None if cache is None else True, seconds)
         return decision
 
     def locate(self, method: str, target: str | Rejection) -> Located:

@@ -18,8 +18,9 @@ It keeps every rule of the full path:
   decisions weakly, so this table never keeps an evicted identity alive: its memory stays in
   the identity cache's byte bound. API tokens (the `tokens` stores) are never remembered
   here: their store is asked on every request, so a revocation takes effect as before.
-- A request with a header that `header_problem` may refuse (method overrides, any name with
-  `_`) is never remembered: those headers are not in the key.
+- A request with a header that `header_problem` may refuse (a method override, a name with
+  `_` as long as one of the headers it refuses in that spelling) is never remembered: those
+  headers are not in the key.
 - Bounded: at most SIZE entries (the oldest out first), each a 16-byte key, the cache key and
   two weak references, or a small Decision without a principal (its message quotes at most 64
   characters of input): about 2 MB at most. A reload starts a new table (it belongs to the
@@ -32,20 +33,18 @@ import hashlib
 import secrets
 import threading
 import weakref
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from policyauth.decision import Decision
 from policyauth.identity.source import Identity, IdentityResult
+from policyauth.request.canonical import _ALIASED_HEADERS, _OVERRIDE_HEADERS
 
 SIZE = 4096  # remembered requests per engine generation
-# Headers whose presence `header_problem` judges; a request carrying one takes the full path.
-_OVERRIDES = frozenset(
-    {b"x-http-method-override", b"x-http-method", b"x-method-override"}
-    | {"x-http-method-override", "x-http-method", "x-method-override"}
-)
-
-_LENGTHS = frozenset(len(name) for name in _OVERRIDES) | {len("authorization")}
+# Names `header_problem` judges (overrides, and the headers it refuses in an underscore
+# spelling): only names of their lengths can be one of them, or fold to one.
+_OVERRIDES = frozenset(_OVERRIDE_HEADERS | {name.encode() for name in _OVERRIDE_HEADERS})
+_LENGTHS = frozenset(len(name) for name in _ALIASED_HEADERS)
 
 # What the identity source offers for this (RemoteIdentitySource): the identity cache's key
 # for an authenticator and credential, and the cache's current answer under a key.
@@ -67,41 +66,47 @@ class Recall:
         self._cached: Cached | None = getattr(identities, "cached", None)
         self._lock = threading.Lock()
 
-    def key(self, method: str, target: str, headers: object) -> bytes | None:
+    def key(self, method: str, target: str, headers: Any) -> bytes | None:
         """The MAC of what decides this request, or None when it carries a header the table
         does not judge (or headers in a shape it does not read): then the full path runs."""
         text = f"{len(method)}:{method}{len(target)}:{target}"
-        if isinstance(headers, list | tuple):
-            pairs: Iterable[Any] = headers
-        elif isinstance(headers, Mapping):
-            pairs = headers.items()
-        else:
-            return None
-        # One pass, cheap for the headers that do not matter: only `authorization` (13) and
-        # the override headers (13, 17, 22 characters) are lowered and compared, and a name
-        # with `_` (a possible underscore alias) sends the request down the full path.
-        for name, value in pairs:
-            if isinstance(name, bytes):
-                if b"_" in name:
-                    return None
-                if len(name) in _LENGTHS:
-                    name = name.lower()
-                    if name == b"authorization" and isinstance(value, bytes):
-                        text += f"{len(value)}:{value.decode('latin-1')}"
-                    elif name in _OVERRIDES or name == b"authorization":
-                        return None
-            elif isinstance(name, str) and isinstance(value, str):
-                if "_" in name:
-                    return None
-                # A non-ASCII name never folds to these (names fold in ASCII only).
-                if len(name) in _LENGTHS and name.isascii():
-                    name = name.lower()
-                    if name == "authorization":
-                        text += f"{len(value)}:{value}"
-                    elif name in _OVERRIDES:
-                        return None
-            else:
+        kind = type(headers)
+        if kind is not list and kind is not tuple:  # ASGI's list first: ABC checks are slow
+            if isinstance(headers, Mapping):
+                headers = list(headers.items())
+            elif not isinstance(headers, list | tuple):
                 return None
+        # One pass, cheap for the headers that do not matter: only names as long as one that
+        # `header_problem` judges are looked at; there, a name with `_` (a possible underscore
+        # alias) or an override header sends the request down the full path. ASGI's
+        # bytes and other callers' text take separate loops; a pair of any other shape (a
+        # mixed list) raises TypeError or AttributeError there, and takes the full path too.
+        try:
+            if headers and isinstance(headers[0][0], bytes):
+                for name, value in headers:
+                    if len(name) in _LENGTHS:
+                        if b"_" in name:
+                            return None
+                        name = name.lower()
+                        if name == b"authorization":
+                            text += f"{len(value)}:{value.decode('latin-1')}"
+                        elif name in _OVERRIDES:
+                            return None
+            else:
+                for name, value in headers:
+                    # A non-ASCII name never folds to these (names fold in ASCII only).
+                    if len(name) in _LENGTHS and name.isascii():
+                        if "_" in name:
+                            return None
+                        name = name.lower()
+                        if name == "authorization":
+                            if not isinstance(value, str):
+                                return None  # bytes: the full path decodes them
+                            text += f"{len(value)}:{value}"
+                        elif name in _OVERRIDES:
+                            return None
+        except (TypeError, AttributeError):
+            return None
         mac = self._keyed.copy()
         mac.update(text.encode("utf-8", "surrogatepass"))
         return mac.digest()
