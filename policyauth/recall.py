@@ -19,8 +19,8 @@ It keeps every rule of the full path:
   the identity cache's byte bound. API tokens (the `tokens` stores) are never remembered
   here: their store is asked on every request, so a revocation takes effect as before.
 - A request with a header that `header_problem` may refuse (a method override, a name with
-  `_` as long as one of the headers it refuses in that spelling) is never remembered: those
-  headers are not in the key.
+  `_`), a duplicate header or a name not in lower case is never remembered: only the
+  `Authorization` value is in the key.
 - Bounded: at most SIZE entries (the oldest out first), each a 16-byte key, the cache key and
   two weak references, or a small Decision without a principal (its message quotes at most 64
   characters of input): about 2 MB at most. A reload starts a new table (it belongs to the
@@ -38,13 +38,11 @@ from typing import Any
 
 from policyauth.decision import Decision
 from policyauth.identity.source import Identity, IdentityResult
-from policyauth.request.canonical import _ALIASED_HEADERS, _OVERRIDE_HEADERS
+from policyauth.request.canonical import _OVERRIDE_HEADERS
 
 SIZE = 4096  # remembered requests per engine generation
-# Names `header_problem` judges (overrides, and the headers it refuses in an underscore
-# spelling): only names of their lengths can be one of them, or fold to one.
+# The method override headers `header_problem` refuses, as text and as ASGI's bytes.
 _OVERRIDES = frozenset(_OVERRIDE_HEADERS | {name.encode() for name in _OVERRIDE_HEADERS})
-_LENGTHS = frozenset(len(name) for name in _ALIASED_HEADERS)
 
 # What the identity source offers for this (RemoteIdentitySource): the identity cache's key
 # for an authenticator and credential, and the cache's current answer under a key.
@@ -76,37 +74,36 @@ class Recall:
                 headers = list(headers.items())
             elif not isinstance(headers, list | tuple):
                 return None
-        # One pass, cheap for the headers that do not matter: only names as long as one that
-        # `header_problem` judges are looked at; there, a name with `_` (a possible underscore
-        # alias) or an override header sends the request down the full path. ASGI's
-        # bytes and other callers' text take separate loops; a pair of any other shape (a
-        # mixed list) raises TypeError or AttributeError there, and takes the full path too.
-        try:
-            if headers and isinstance(headers[0][0], bytes):
-                for name, value in headers:
-                    if len(name) in _LENGTHS:
-                        if b"_" in name:
-                            return None
-                        name = name.lower()
-                        if name == b"authorization":
-                            text += f"{len(value)}:{value.decode('latin-1')}"
-                        elif name in _OVERRIDES:
-                            return None
-            else:
-                for name, value in headers:
-                    # A non-ASCII name never folds to these (names fold in ASCII only).
-                    if len(name) in _LENGTHS and name.isascii():
-                        if "_" in name:
-                            return None
-                        name = name.lower()
-                        if name == "authorization":
-                            if not isinstance(value, str):
-                                return None  # bytes: the full path decodes them
-                            text += f"{len(value)}:{value}"
-                        elif name in _OVERRIDES:
-                            return None
-        except (TypeError, AttributeError):
-            return None
+        if headers:
+            # In C, not a Python loop over the headers: a dict of them, and their names
+            # joined. The request takes the full path when it has a duplicate header (two
+            # `authorization`s, among others), a name not in lower case (ASGI servers lower
+            # them; so do WSGI integrations), a name with `_` (a possible underscore alias) or
+            # a method override: the headers `header_problem` judges are then never in the
+            # way of a remembered decision. Any other shape (mixed bytes and text) raises
+            # TypeError, ValueError or AttributeError, and takes the full path too.
+            try:
+                found = dict(headers)
+                if type(next(iter(found))) is bytes:
+                    names = b"\0".join(found).decode("latin-1")
+                    value = found.get(b"authorization")
+                    value = None if value is None else value.decode("latin-1")
+                else:
+                    names = "\0".join(found)
+                    value = found.get("authorization")
+                    if value is not None and type(value) is not str:
+                        return None
+            except (TypeError, ValueError, AttributeError):
+                return None
+            if (
+                len(found) != len(headers)
+                or not names.islower()
+                or "_" in names
+                or not _OVERRIDES.isdisjoint(found)
+            ):
+                return None
+            if value is not None:
+                text += f"{len(value)}:{value}"
         mac = self._keyed.copy()
         mac.update(text.encode("utf-8", "surrogatepass"))
         return mac.digest()
