@@ -23,7 +23,8 @@ It keeps every rule of the full path:
   `Authorization` value is in the key.
 - Bounded: at most SIZE entries (the oldest out first), each a 16-byte key, the cache key and
   two weak references, or a small Decision without a principal (its message quotes at most 64
-  characters of input): about 2 MB at most. A reload starts a new table (it belongs to the
+  characters of input, its challenges are the realm's): under 1 KB each, about 4 MB at most,
+  outside `cache_size`. A reload starts a new table (it belongs to the
   engine's generation, `engine._State`).
 """
 
