@@ -14,8 +14,10 @@ returns a fixed body, so the upstream costs next to nothing):
 
 nginx and the auth services are pinned to CPU 0 and wrk (Debian's `wrk`, installed when
 missing) to CPU 1. Each server is checked first (200 with the token; policyauth also 401
-without it). Runs go round-robin over the variants, `wrk -t1 -c32 -d10s` each, three runs per
-variant after a warm-up; the figure is the median run.
+without it). Runs go round-robin over the variants, `wrk -t1 -c32 -d6s` each, five runs per
+variant after a warm-up; the figure is the median run. Both auth services run on the HTTP stack
+uvicorn picks by itself: httptools and uvloop when installed (the `bench` extra, as
+`uvicorn[standard]` deployments have them), h11 and asyncio otherwise; the report says which.
 
 Goal: policyauth serve within 1.15x of the trivial service's throughput (trivial / policyauth
 <= 1.15); both are also shown against no auth. The exit status stays 0 whatever the figures.
@@ -140,6 +142,17 @@ async def trivial_app(scope: dict, receive: object, send: object) -> None:  # ty
     await send({"type": "http.response.body", "body": b""})  # type: ignore[operator]
 
 
+def _stack() -> str:
+    """The HTTP stack uvicorn picks on its own ("auto"), as `policyauth serve` runs it."""
+    import importlib.util
+
+    http = "httptools" if importlib.util.find_spec("httptools") else "h11"
+    loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+    return ", ".join(
+        f"{name} {_common._version(name)}" for name in (http, loop) if name != "asyncio"
+    ) + (" + asyncio" if loop == "asyncio" else "")
+
+
 def _free_port() -> int:
     import socket
 
@@ -257,8 +270,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="2-second runs, one per variant")
     parser.add_argument("--report", help="where to write the report")
     args = parser.parse_args(argv)
-    seconds, rounds, warmup = (2, 1, 1) if args.quick else (10, 3, 3)
+    seconds, rounds, warmup = (2, 1, 1) if args.quick else (6, 5, 3)
     wrk = ensure_wrk()
+    load = _common._load_average()
     runs: dict[str, list[Run]] = {v: [] for v in VARIANTS}
     with (
         tempfile.TemporaryDirectory(prefix="policyauth-serve-bench-") as folder,
@@ -290,8 +304,9 @@ def main(argv: list[str] | None = None) -> int:
         "",
         "- nginx (one worker) with `auth_request` as in docs/serve.md, upstream keepalive; the"
         " static upstream and the provider's userinfo are nginx server blocks",
-        "- auth services: uvicorn, one worker, h11, access log off, proxy headers off; pinned"
-        f" with nginx to CPU {SERVER_CPU}",
+        f"- auth services: uvicorn {_common._version('uvicorn')}, one worker, {_stack()} (both"
+        " services on uvicorn's automatic choice, the same stack), access log off, proxy headers"
+        f" off; pinned with nginx to CPU {SERVER_CPU}; load average before the run: {load}",
         f"- load: `taskset -c {LOAD_CPU} wrk -t1 -c32 -d{seconds}s --latency`, `GET /hello` with"
         " `Authorization: Bearer ...`",
         f"- {rounds} run(s) per variant, round-robin, after a {warmup} s warm-up each; the"

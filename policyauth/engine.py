@@ -22,6 +22,7 @@ from policyauth.identity.source import IdentityResult, IdentitySource, Invalid, 
 from policyauth.loader import load
 from policyauth.logline import DECISIONS, log_line
 from policyauth.observe import METRICS, DecisionLog
+from policyauth.recall import Recall, counted
 from policyauth.request import Rejection, normalize_headers
 
 log = logging.getLogger("policyauth.engine")
@@ -131,10 +132,17 @@ class Engine:
     ) -> Decision:
         state = self._state  # read once: this decision uses one policy, whatever reloads
         started = perf_counter() if state.observed else 0.0
+        key = state.recall.key(method, target, headers) if isinstance(target, str) else None
+        if key is not None:
+            found = state.recall.get(key)
+            if found is not None:
+                return state.recalled(method, target, found, started)
         policy = state.policy
         normalized = normalize_headers(headers)
         step = prepare(policy, method, target, normalized, state.locate(method, target))
         if not isinstance(step, Pending):
+            if key is not None:
+                state.recall.remember(key, step)
             return step if not state.observed else state.seen(method, target, step, None, started)
         outcome: IdentityResult | None = None
         at_hand = state.at_hand
@@ -154,6 +162,8 @@ class Engine:
         else:
             assert outcome is not None  # `authenticators` is never empty
             decision = finish(policy, step, step.authenticators[0], outcome)
+        if key is not None and len(step.authenticators) == 1:
+            state.recall.remember(key, decision, step.authenticators[0], step.credential, result)
         if state.observed:
             state.seen(method, target, decision, cached, started)
         return decision
@@ -161,10 +171,17 @@ class Engine:
     def _authorize_sync(self, method: str, target: str | Rejection, headers: HeadersIn) -> Decision:
         state = self._state  # read once: this decision uses one policy, whatever reloads
         started = perf_counter() if state.observed else 0.0
+        key = state.recall.key(method, target, headers) if isinstance(target, str) else None
+        if key is not None:
+            found = state.recall.get(key)
+            if found is not None:
+                return state.recalled(method, target, found, started)
         policy = state.policy
         normalized = normalize_headers(headers)
         step = prepare(policy, method, target, normalized, state.locate(method, target))
         if not isinstance(step, Pending):
+            if key is not None:
+                state.recall.remember(key, step)
             return step if not state.observed else state.seen(method, target, step, None, started)
         outcome: IdentityResult | None = None
         at_hand = state.at_hand
@@ -184,6 +201,8 @@ class Engine:
         else:
             assert outcome is not None  # `authenticators` is never empty
             decision = finish(policy, step, step.authenticators[0], outcome)
+        if key is not None and len(step.authenticators) == 1:
+            state.recall.remember(key, decision, step.authenticators[0], step.credential, result)
         if state.observed:
             state.seen(method, target, decision, cached, started)
         return decision
@@ -238,7 +257,16 @@ class _State:
     Located targets belong to the plan they were located in, and the identity source to the
     policy whose providers it asks; a reload replaces the whole state at once."""
 
-    __slots__ = ("_located", "at_hand", "decisions", "identities", "observed", "policy", "remote")
+    __slots__ = (
+        "_located",
+        "at_hand",
+        "decisions",
+        "identities",
+        "observed",
+        "policy",
+        "recall",
+        "remote",
+    )
 
     def __init__(
         self,
@@ -258,6 +286,8 @@ class _State:
         # `identify_now`; `authorize` then awaits `identify` only when that is None.
         self.at_hand = getattr(self.identities, "identify_now", None)
         self._located: dict[tuple[str, str], Located] = {}
+        # Requests seen lately, straight to their decision (policyauth/recall.py says when).
+        self.recall = Recall(self.identities)
 
     def seen(
         self,
@@ -275,6 +305,27 @@ class _State:
             # An integration's own Rejection (a mount that does not match) carries no target.
             raw = target if isinstance(target, str) else "-"
             self.decisions.record(method, raw, decision, cached, seconds)
+        return decision
+
+    def recalled(
+        self,
+        method: str,
+        target: str | Rejection,
+        found: tuple[Decision, IdentityResult | None],
+        started: float,
+    ) -> Decision:
+        """A remembered decision, counted as the full path would have counted it."""
+        decision, result = found
+        cache = None if result is None else counted(result)
+        if not self.observed:
+            if cache is not None:
+                METRICS.cache(cache)
+            return decision
+        seconds = perf_counter() - started
+        METRICS.recalled(decision.status, decision.reason, seconds, cache)
+        if self.decisions is not None:
+            raw = target if isinstance(target, str) else "-"
+            self.decisions.record(method, raw, decision, None if cache is None else True, seconds)
         return decision
 
     def locate(self, method: str, target: str | Rejection) -> Located:

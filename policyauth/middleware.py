@@ -56,6 +56,8 @@ def build_engine(
 class PolicyUser:
     """The caller, as `request.user` (Starlette's BaseUser interface, without importing it)."""
 
+    __slots__ = ("principal",)  # one is made per request: slots make that cheaper
+
     def __init__(self, principal: Principal | None) -> None:
         self.principal = principal
 

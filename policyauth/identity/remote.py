@@ -158,6 +158,19 @@ class RemoteIdentitySource:
                 _log_result(provider.name, cached, time.perf_counter() - started)
         return cached
 
+    def cache_key(self, authenticator: str, credential: Credential) -> bytes | None:
+        """The identity cache's key (a MAC) for a provider's token; None for a tokens block,
+        whose store is asked on every request. The engine's remembered decisions
+        (policyauth/recall.py) rest on what the cache holds under this key."""
+        token = _token(credential)
+        if authenticator not in self._providers or token is None:
+            return None
+        return self._cache.key(self._tags[authenticator], token)
+
+    def cached(self, key: bytes) -> IdentityResult | None:
+        """What the identity cache holds under `key` now (None: nothing, or expired)."""
+        return self._cache.get(key)
+
     async def identify(self, authenticator: str, credential: Credential) -> IdentityResult:
         at_hand = self._now(authenticator, credential)
         if at_hand is not None:

@@ -135,6 +135,21 @@ class Metrics:
             if self._flusher is None:
                 self._start_flusher()
 
+    def recalled(self, status: int, reason: str, seconds: float, cache: str | None) -> None:
+        """A decision the engine remembered (policyauth/recall.py): what `decision` and, when
+        it rests on a cached identity, `cache` count, under the lock once."""
+        if self.enabled:
+            key = (status, reason)
+            with self._lock:
+                pending = self._pending_decisions
+                pending[key] = pending.get(key, 0) + 1
+                self._pending_buckets[bisect.bisect_left(self._bounds, seconds)] += 1
+                self._pending_sum += seconds
+                if cache is not None:
+                    self._pending_cache[cache] = self._pending_cache.get(cache, 0) + 1
+            if self._flusher is None:
+                self._start_flusher()
+
     def cache(self, result: str) -> None:
         if self.enabled:
             with self._lock:

@@ -99,12 +99,18 @@ class ForwardAuthApp:
         if (client[0] if client else None) not in self.trusted:
             decision = self._refuse(scope, f"forwarded headers from {_peer(client)}, untrusted")
         else:
-            methods, targets = [], []
-            for name, value in headers:  # names are lower-case in ASGI
-                if name == method_name:
-                    methods.append(value)
-                elif name == target_name:
-                    targets.append(value)
+            found = dict(headers)  # in C; a duplicate of any header makes it shorter
+            if len(found) == len(headers):
+                method_value, target_value = found.get(method_name), found.get(target_name)
+                methods = [] if method_value is None else [method_value]
+                targets = [] if target_value is None else [target_value]
+            else:  # some header is doubled: count the two that matter
+                methods, targets = [], []
+                for name, value in headers:  # names are lower-case in ASGI
+                    if name == method_name:
+                        methods.append(value)
+                    elif name == target_name:
+                        targets.append(value)
             problem = _count(method_name, methods) or _count(target_name, targets)
             if problem is not None:
                 decision = self._refuse(scope, problem)
