@@ -133,10 +133,12 @@ def test_a_thread_that_missed_the_cache_just_before_the_answer_makes_no_second_c
 async def test_cancelling_the_request_that_started_the_call_fails_no_other_request(
     aengines: Engines, server: ProviderApp
 ) -> None:
-    """The first request's client goes away mid-call; the others still get the answer."""
+    """The first request's client goes away mid-call; the others still get the answer. The
+    provider takes 2 s here, so that the first request is surely still waiting when it is
+    cancelled, however loaded the machine."""
     engine, _ = aengines("keycloak")
     token = new_token("eyJ")
-    server.grant(token, KEYCLOAK_USERINFO, delay=SLOW)
+    server.grant(token, KEYCLOAK_USERINFO, delay=2.0)
 
     first = asyncio.create_task(engine.authorize("GET", "/keycloak", bearer(token)))
     await asyncio.sleep(SLOW / 6)
@@ -144,6 +146,7 @@ async def test_cancelling_the_request_that_started_the_call_fails_no_other_reque
         asyncio.create_task(engine.authorize("GET", "/keycloak", bearer(token))) for _ in range(50)
     ]
     await asyncio.sleep(SLOW / 6)
+    assert not first.done()
     first.cancel()
     decisions = await asyncio.gather(*others)
 
