@@ -134,11 +134,11 @@ async def test_cancelling_the_request_that_started_the_call_fails_no_other_reque
     aengines: Engines, server: ProviderApp
 ) -> None:
     """The first request's client goes away mid-call; the others still get the answer. The
-    provider takes 2 s here, so that the first request is surely still waiting when it is
-    cancelled, however loaded the machine."""
+    provider takes 1.2 s here (the timeout is 2 s), so that the first request is surely still
+    waiting when it is cancelled, however loaded the machine."""
     engine, _ = aengines("keycloak")
     token = new_token("eyJ")
-    server.grant(token, KEYCLOAK_USERINFO, delay=2.0)
+    server.grant(token, KEYCLOAK_USERINFO, delay=1.2)
 
     first = asyncio.create_task(engine.authorize("GET", "/keycloak", bearer(token)))
     await asyncio.sleep(SLOW / 6)
