@@ -28,6 +28,15 @@ def uvicorn_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]
 
 
 @pytest.fixture(scope="module")
+def uvicorn_httptools_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """asgi_app:app on uvicorn's fast stack (httptools + uvloop, as `uvicorn[standard]`)."""
+    workdir = tmp_path_factory.mktemp("uvicorn-httptools")
+    args = ["--http", "httptools", "--loop", "uvloop"]
+    with running("uvicorn", "asgi_app:app", workdir, args=args) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
 def uvicorn_root_path_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """asgi_app:app behind `uvicorn --root-path /mount` (a proxy that strips the prefix)."""
     workdir = tmp_path_factory.mktemp("uvicorn-root-path")

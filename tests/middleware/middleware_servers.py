@@ -231,6 +231,10 @@ def start_server(
     if kind == "uvicorn":
         command = [sys.executable, "-m", "uvicorn", app, "--host", HOST, "--port", str(port)]
         command += ["--lifespan", "on", "--no-access-log", *args]
+        if "--http" not in args:
+            # The expectations here are h11's (it hands odd targets on as they came);
+            # tests/middleware/test_asgi_httptools.py runs the fast stack.
+            command += ["--http", "h11"]
     elif kind == "waitress":
         command = [sys.executable, "-m", "waitress", f"--host={HOST}", f"--port={port}"]
         command += [*args, app]
