@@ -390,15 +390,15 @@ def _decide(
 
 
 def _content(side: _Side) -> object:
-    """What decides a route's answers, without spans: equal content, equal decisions."""
+    """What decides a route's answers from an identity's claims, without spans: equal
+    content, equal decisions. The providers' and stores' own settings (claim paths,
+    `token_prefix`, ...) act before the claims exist; a change there is listed once as a
+    SettingChange rather than as every route that names the provider."""
     route = side.route
     if route is None:
         return None
-    plan = side.loaded.plan
-    providers = tuple(plan.providers[p].spec for p in route.providers)
-    tokens = tuple(plan.tokens[t].store for t in route.tokens)
     rules = tuple((r.kind, r.text) for r in route.rules)
-    return (route.public, route.providers, route.tokens, providers, tokens, rules, route.params)
+    return (route.public, route.providers, route.tokens, rules, route.params)
 
 
 def _atom_text(source_lines: Sequence[str], span: Span) -> str:
@@ -523,7 +523,7 @@ class _Differ:
                         continue
                     self._one(skeleton, pattern, method, provider, {}, {}, old, new, atoms, ())
                     continue
-                for combination in itertools.product(*values):
+                for combination in itertools.product(*_possible(self, provider, variables, values)):
                     claims = {
                         str(var[1]): value
                         for var, value in zip(variables, combination, strict=True)
@@ -706,6 +706,37 @@ class _Differ:
             yield SettingChange("settings", fields, new.file)
 
 
+def _possible(
+    differ: _Differ, authenticator: str, variables: Sequence[Var], values: Sequence[list[Any]]
+) -> list[list[Any]]:
+    """The candidates an identity of `authenticator` can hold: only consistent valuations run.
+
+    A token store's identity is exactly a username and a list of group names (so `groups` is
+    never missing and every other claim always is); a provider's holds only the claims it
+    declares (in either version), so an undeclared claim is always missing.
+    """
+    tokens = authenticator in differ.old.plan.tokens or authenticator in differ.new.plan.tokens
+    declared: set[str] = set()
+    for plan in (differ.old.plan, differ.new.plan):
+        provider = plan.providers.get(authenticator)
+        if provider is not None:
+            declared.update(name for name, _ in provider.spec.claims)
+            declared.update(name for name, _ in provider.spec.fallbacks)
+    possible = []
+    for var, candidates in zip(variables, values, strict=True):
+        name = var[1]
+        if var[0] != "claim" or name == "username":
+            possible.append(candidates)
+        elif tokens and name == "groups":
+            lists = [c for c in candidates if isinstance(c, list)]
+            possible.append(lists or [[]])
+        elif tokens or name not in declared:
+            possible.append([MISSING])
+        else:
+            possible.append(candidates)
+    return possible
+
+
 def _full(matcher: Any, text: str) -> bool:
     try:
         return bool(matcher(text))
@@ -774,6 +805,8 @@ def _build(items: list[Any]) -> str:
         name = str(op)
         if name == "LITERAL":
             out.append(chr(arg))
+        elif name == "NOT_LITERAL":  # `[^@]`: any character but that one
+            out.append("a" if arg != ord("a") else "b")
         elif name == "ANY":
             out.append("a")
         elif name == "IN":

@@ -169,3 +169,40 @@ def test_a_policy_with_errors_exits_2_with_diagnostics_and_no_traceback(tmp_path
     error = capsys.readouterr().err
     assert error.startswith(f"policyauth: {b}:1:1: PA117 route `GET /x` has no `allow` rule")
     assert "Traceback" not in error
+
+
+def test_a_token_store_identity_always_has_groups_so_no_missing_groups_class_is_reported(
+    tmp_path,
+):
+    """A token record is a username and a list of groups: `"g1" in groups` never errors for it
+    (found by the oracle in test_diff_oracle.py)."""
+    (tmp_path / "bots.tokens").write_text("", encoding="utf-8")
+    tokens = 'tokens bots {\n  store = "bots.tokens"\n}\n\n'
+    old = tokens + "route GET /a {\n  public\n}\n"
+    new = tokens + 'route GET /a {\n  auth bots\n  allow if not ("g1" in groups)\n}\n'
+    code, output = run_diff(tmp_path, old, new, "--format", "json")
+    assert code == 1
+    changes = json.loads(output)["changes"]
+    assert [(c["identity"], c["new"]["status"], c["new"]["reason"]) for c in changes] == [
+        ("no credentials", 401, "no_credentials"),
+        ("a credential no authenticator of the route takes", 401, "invalid_token"),
+        ('provider == "bots" and "g1" in groups', 403, "not_allowed"),
+    ]
+
+
+def test_a_regex_with_a_negated_character_gets_a_witness_and_a_definite_answer(tmp_path):
+    """`[^@]` has a witness, so the class is a definite change, not "possibly changes"."""
+    new = BASE.replace(
+        'allow if "writers" in groups',
+        'allow if "writers" in groups or username matches /[^@]+@corp/',
+    )
+    code, output = run_diff(tmp_path, BASE, new, "--format", "json")
+    assert code == 1
+    changes = json.loads(output)["changes"]
+    assert [(c["possibly"], c["old"]["reason"], c["new"]["reason"]) for c in changes] == [
+        (False, "not_allowed", "allowed")
+    ]
+    assert changes[0]["identity"] == (
+        'provider == "corp" and ("writers" in groups) does not hold'
+        " and username matches /[^@]+@corp/"
+    )
