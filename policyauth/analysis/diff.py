@@ -281,6 +281,18 @@ class _Domains:
         else:
             self.literals[var].add(other.value)
 
+    def _witnesses(self, var: Var, fresh: Sequence[str]) -> set[str]:
+        """The values that make the prefix, suffix and regex atoms on `var` hold; a variable
+        compared with `var` needs them too, or `param.id == username and username matches
+        /.*ob/` would never hold."""
+        found = {p + fresh[0] for p in self.prefixes.get(var, set())}
+        found |= {fresh[0] + s for s in self.suffixes.get(var, set())}
+        for pattern in self.regexes.get(var, []):
+            witness = regex_witness(pattern)
+            if witness is not None and _full(compile_regex(pattern), witness):
+                found.add(witness)
+        return found
+
     def values(self, fresh: Sequence[str]) -> tuple[list[Var], list[list[Any]], set[Var]]:
         """Each variable's candidates; and the operands whose regexes stay undecided."""
         groups = {var: {var} for var in self.order}
@@ -296,7 +308,8 @@ class _Domains:
             strings: set[Any] = set(fresh)
             for member in groups[var]:
                 strings |= self.literals.get(member, set())
-                strings |= self.members.get(member, set()) if member != var else set()
+                if member != var:  # `param.id == username`: one value can satisfy both sides
+                    strings |= self.members.get(member, set()) | self._witnesses(member, fresh)
             for p in self.prefixes.get(var, set()):
                 strings.add(p + fresh[0])
                 strings.update(p + fresh[0] + s for s in self.suffixes.get(var, set()))

@@ -206,3 +206,21 @@ def test_a_regex_with_a_negated_character_gets_a_witness_and_a_definite_answer(t
         'provider == "corp" and ("writers" in groups) does not hold'
         " and username matches /[^@]+@corp/"
     )
+
+
+def test_a_value_compared_with_a_claim_can_take_the_claims_regex_witness(tmp_path):
+    """`param.id == username and username matches /.*ob/` holds for user `aob` on `/files/aob`:
+    the parameter gets the regex's witness too, else removing that deny reported no change
+    (found by the oracle)."""
+    new = BASE.replace('  deny if param.id == "root"\n', "")
+    old = BASE.replace(
+        '  deny if param.id == "root"\n',
+        "  deny if param.id == username and username matches /.*ob/\n",
+    )
+    code, output = run_diff(tmp_path, old, new, "--format", "json")
+    assert code == 1
+    changes = json.loads(output)["changes"]
+    assert {c["example"] for c in changes} == {"/files/aob"}
+    assert all(c["old"]["rule"].startswith("deny if param.id == username") for c in changes)
+    assert all(c["old"]["reason"] == "denied" for c in changes)
+    assert all("param.id == username and username matches /.*ob/" in c["identity"] for c in changes)
