@@ -507,6 +507,12 @@ class _Differ:
                     text = _atom_text(self.lines[side.loaded.model.file], atom.span)
                     atoms.setdefault(text, (atom, side))
         variables, values, undecided = domains.values(self.fresh)
+        for number, var in enumerate(variables):
+            # A parameter where the region has a literal segment holds that literal: its atoms
+            # are then decided by the path, as the evaluator sees it.
+            if var[0] == "seg" and int(var[1]) < len(skeleton) and skeleton[int(var[1])]:
+                values[number] = [skeleton[int(var[1])]]
+                undecided.discard(var)
         providers = [
             _NO_CREDENTIALS,
             _OTHER,

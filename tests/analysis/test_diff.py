@@ -224,3 +224,23 @@ def test_a_value_compared_with_a_claim_can_take_the_claims_regex_witness(tmp_pat
     assert all(c["old"]["rule"].startswith("deny if param.id == username") for c in changes)
     assert all(c["old"]["reason"] == "denied" for c in changes)
     assert all("param.id == username and username matches /.*ob/" in c["identity"] for c in changes)
+
+
+def test_a_parameter_on_a_literal_segment_of_the_region_holds_that_literal(tmp_path):
+    """On `/a/b`, `{id}` of `/{id}/b` is "a", which `/b.*/` does not match: every caller is
+    denied there, and no class claims the regex holds (found by the oracle: the atom was
+    evaluated on a candidate value while the request used the path's own segment)."""
+    old = "route GET /a/b/c {\n  auth corp\n  allow\n}\n"
+    new = old + (
+        "\nroute GET /{id}/b {\n  auth corp\n  deny if not (param.id matches /b.*/)\n"
+        '  allow if param.id == "a"\n}\n'
+    )
+    code, output = run_diff(tmp_path, old, new, "--format", "json")
+    assert code == 1
+    changes = json.loads(output)["changes"]
+    at_a = [(c["identity"], c["new"]["reason"]) for c in changes if c["pattern"] == "/a/b"]
+    assert sorted(at_a) == [
+        ("a credential no authenticator of the route takes", "invalid_token"),
+        ("no credentials", "no_credentials"),
+        ('provider == "corp"', "denied"),
+    ]
