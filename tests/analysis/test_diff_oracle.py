@@ -209,7 +209,7 @@ class Credential:
 
 
 # Each combination of the username atoms: == "alice", != "bob", /al.*/, /.*ob/, a path value.
-USERNAMES = ("alice", "bob", "carol", "a", "rob", "alob")
+USERNAMES = ("alice", "bob", "carol", "a", "rob", "alob", "alan")
 
 
 def corp_documents() -> Iterator[dict[str, Any]]:
