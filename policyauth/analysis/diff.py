@@ -506,12 +506,20 @@ class _Differ:
                     domains.add(atom, params)
                     text = _atom_text(self.lines[side.loaded.model.file], atom.span)
                     atoms.setdefault(text, (atom, side))
+        # A parameter where the region has a literal segment holds that literal: its atoms are
+        # decided by the path, as the evaluator sees it, and what it is compared with
+        # (`param.id == username`) must be able to equal it.
+        fixed = {
+            var: str(skeleton[int(var[1])])
+            for var in domains.order
+            if var[0] == "seg" and int(var[1]) < len(skeleton) and skeleton[int(var[1])]
+        }
+        for var, text in fixed.items():
+            domains.literals[var].add(text)
         variables, values, undecided = domains.values(self.fresh)
         for number, var in enumerate(variables):
-            # A parameter where the region has a literal segment holds that literal: its atoms
-            # are then decided by the path, as the evaluator sees it.
-            if var[0] == "seg" and int(var[1]) < len(skeleton) and skeleton[int(var[1])]:
-                values[number] = [skeleton[int(var[1])]]
+            if var in fixed:
+                values[number] = [fixed[var]]
                 undecided.discard(var)
         providers = [
             _NO_CREDENTIALS,

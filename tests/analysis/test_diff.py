@@ -244,3 +244,30 @@ def test_a_parameter_on_a_literal_segment_of_the_region_holds_that_literal(tmp_p
         ("no credentials", "no_credentials"),
         ('provider == "corp"', "denied"),
     ]
+
+
+def test_a_claim_compared_with_a_parameter_on_a_literal_segment_can_equal_that_literal(tmp_path):
+    """On `/x/a`, `{id}` is "a", so `param.id == username` holds for the user named "a": that
+    user flips from allowed to not allowed (found by the oracle)."""
+    old = 'route GET /*/a {\n  auth corp\n  allow if username != "bob"\n}\n'
+    new = "route GET /*/{id} {\n  auth corp\n  allow if not (param.id == username)\n}\n"
+    code, output = run_diff(tmp_path, old, new, "--format", "json")
+    assert code == 1
+    changes = json.loads(output)["changes"]
+    flips = {
+        (c["identity"], c["old"]["reason"], c["new"]["reason"])
+        for c in changes
+        if c["pattern"] == "/*/a"
+    }
+    assert flips == {
+        (
+            'provider == "corp" and username != "bob" and param.id == username',
+            "allowed",
+            "not_allowed",
+        ),
+        (
+            'provider == "corp" and not (username != "bob") and not (param.id == username)',
+            "not_allowed",
+            "allowed",
+        ),
+    }
