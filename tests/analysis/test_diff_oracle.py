@@ -208,8 +208,9 @@ class Credential:
     document: Mapping[str, Any] = attrs.field(factory=dict, eq=False)
 
 
-# Each combination of the username atoms: == "alice", != "bob", /al.*/, /.*ob/, a path value.
-USERNAMES = ("alice", "bob", "carol", "a", "rob", "alob", "alan")
+# Each combination of the username atoms (== "alice", != "bob", /al.*/, /.*ob/), and the path
+# segments a parameter compared with `username` can hold (the literals, and "z" for any other).
+USERNAMES = ("alice", "bob", "z", "a", "b", "rob", "alob", "alan")
 
 
 def corp_documents() -> Iterator[dict[str, Any]]:
