@@ -1,9 +1,10 @@
 """Golden outputs of `policyauth diff` in its three formats, for realistic edits of policies/.
 
-Each case diffs a policy of policies/ against an edited copy stored in golden/ (a group
-renamed, a route added above another, a public route widened, a provider's claim path or
+Each case diffs a copy of a policy of policies/ (golden/NAME.old.policy, a snapshot, so that
+later edits of the examples do not move these outputs) against an edited copy (NAME.policy: a
+group renamed, a route added above another, a public route widened, a provider's claim path or
 `token_prefix` changed, two disjoint routes swapped), and compares the text, json and markdown
-outputs and the exit status with the files stored beside it. Both versions are copied into one
+outputs and the exit status with the files stored beside them. Both versions are copied into one
 folder and named `old.policy` and `new.policy`, so token store paths resolve alike and the
 `file:line` references do not depend on where the repository lives.
 
@@ -28,7 +29,7 @@ GOLDEN = Path(__file__).with_name("golden")
 REGENERATE = os.environ.get("POLICYAUTH_REGENERATE_GOLDEN") == "1"
 FORMATS = {"text": "txt", "json": "json", "markdown": "md"}
 
-# name of the edited copy in golden/ -> (the policy it edits, the exit status expected)
+# name of the edited copy in golden/ -> (the example of policies/ it edits, the exit status)
 CASES = {
     "keycloak-group-renamed": ("keycloak.policy", 1),
     "confluence-route-added-above": ("confluence.policy", 1),
@@ -49,8 +50,8 @@ def run(folder: Path, style: str) -> tuple[int, str]:
 @pytest.mark.parametrize("style", FORMATS)
 @pytest.mark.parametrize("name", CASES)
 def test_diff_output_matches_the_stored_one(tmp_path, monkeypatch, name, style):
-    original, status = CASES[name]
-    shutil.copy(ROOT / "policies" / original, tmp_path / "old.policy")
+    _, status = CASES[name]
+    shutil.copy(GOLDEN / f"{name}.old.policy", tmp_path / "old.policy")
     shutil.copy(GOLDEN / f"{name}.policy", tmp_path / "new.policy")
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("KEYCLOAK_URL", raising=False)  # env() defaults keep the output stable
@@ -65,7 +66,8 @@ def test_diff_output_matches_the_stored_one(tmp_path, monkeypatch, name, style):
 def test_every_stored_file_belongs_to_a_case():
     """A renamed or dropped case leaves no stale expectation behind."""
     names = {p.name for p in GOLDEN.iterdir()}
-    wanted = {f"{n}.policy" for n in CASES} | {f"{n}.{e}" for n in CASES for e in FORMATS.values()}
+    wanted = {f"{n}.policy" for n in CASES} | {f"{n}.old.policy" for n in CASES}
+    wanted |= {f"{n}.{e}" for n in CASES for e in FORMATS.values()}
     assert names == wanted
 
 
