@@ -13,6 +13,7 @@ Run `python benchmarks/diff.py` (about a minute) or `--quick` (100 routes only).
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -58,6 +59,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="100 routes only")
     args = parser.parse_args()
     sizes = (100,) if args.quick else (100, 1_000, 10_000)
+    # The machine may be shared: the load average says how far the figures can be trusted.
+    print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores\n")
     print("| routes | diff (median) | both loads | total | classes | growth / route growth |")
     print("|---:|---:|---:|---:|---:|---:|")
     previous: tuple[int, float] | None = None
@@ -69,6 +72,7 @@ def main() -> None:
             f"{(diff + load) * 1000:.0f} ms | {classes} | {growth} |"
         )
         previous = (size, diff)
+    print(f"\nload average after: {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":

@@ -281,6 +281,18 @@ class _Domains:
         else:
             self.literals[var].add(other.value)
 
+    def _witnesses(self, var: Var, fresh: Sequence[str]) -> set[str]:
+        """The values that make the prefix, suffix and regex atoms on `var` hold; a variable
+        compared with `var` needs them too, or `param.id == username and username matches
+        /.*ob/` would never hold."""
+        found = {p + fresh[0] for p in self.prefixes.get(var, set())}
+        found |= {fresh[0] + s for s in self.suffixes.get(var, set())}
+        for pattern in self.regexes.get(var, []):
+            witness = regex_witness(pattern)
+            if witness is not None and _full(compile_regex(pattern), witness):
+                found.add(witness)
+        return found
+
     def values(self, fresh: Sequence[str]) -> tuple[list[Var], list[list[Any]], set[Var]]:
         """Each variable's candidates; and the operands whose regexes stay undecided."""
         groups = {var: {var} for var in self.order}
@@ -296,7 +308,8 @@ class _Domains:
             strings: set[Any] = set(fresh)
             for member in groups[var]:
                 strings |= self.literals.get(member, set())
-                strings |= self.members.get(member, set()) if member != var else set()
+                if member != var:  # `param.id == username`: one value can satisfy both sides
+                    strings |= self.members.get(member, set()) | self._witnesses(member, fresh)
             for p in self.prefixes.get(var, set()):
                 strings.add(p + fresh[0])
                 strings.update(p + fresh[0] + s for s in self.suffixes.get(var, set()))
@@ -390,15 +403,15 @@ def _decide(
 
 
 def _content(side: _Side) -> object:
-    """What decides a route's answers, without spans: equal content, equal decisions."""
+    """What decides a route's answers from an identity's claims, without spans: equal
+    content, equal decisions. The providers' and stores' own settings (claim paths,
+    `token_prefix`, ...) act before the claims exist; a change there is listed once as a
+    SettingChange rather than as every route that names the provider."""
     route = side.route
     if route is None:
         return None
-    plan = side.loaded.plan
-    providers = tuple(plan.providers[p].spec for p in route.providers)
-    tokens = tuple(plan.tokens[t].store for t in route.tokens)
     rules = tuple((r.kind, r.text) for r in route.rules)
-    return (route.public, route.providers, route.tokens, providers, tokens, rules, route.params)
+    return (route.public, route.providers, route.tokens, rules, route.params)
 
 
 def _atom_text(source_lines: Sequence[str], span: Span) -> str:
@@ -493,7 +506,21 @@ class _Differ:
                     domains.add(atom, params)
                     text = _atom_text(self.lines[side.loaded.model.file], atom.span)
                     atoms.setdefault(text, (atom, side))
+        # A parameter where the region has a literal segment holds that literal: its atoms are
+        # decided by the path, as the evaluator sees it, and what it is compared with
+        # (`param.id == username`) must be able to equal it.
+        fixed = {
+            var: str(skeleton[int(var[1])])
+            for var in domains.order
+            if var[0] == "seg" and int(var[1]) < len(skeleton) and skeleton[int(var[1])]
+        }
+        for var, text in fixed.items():
+            domains.literals[var].add(text)
         variables, values, undecided = domains.values(self.fresh)
+        for number, var in enumerate(variables):
+            if var in fixed:
+                values[number] = [fixed[var]]
+                undecided.discard(var)
         providers = [
             _NO_CREDENTIALS,
             _OTHER,
@@ -523,7 +550,7 @@ class _Differ:
                         continue
                     self._one(skeleton, pattern, method, provider, {}, {}, old, new, atoms, ())
                     continue
-                for combination in itertools.product(*values):
+                for combination in itertools.product(*_possible(self, provider, variables, values)):
                     claims = {
                         str(var[1]): value
                         for var, value in zip(variables, combination, strict=True)
@@ -706,6 +733,37 @@ class _Differ:
             yield SettingChange("settings", fields, new.file)
 
 
+def _possible(
+    differ: _Differ, authenticator: str, variables: Sequence[Var], values: Sequence[list[Any]]
+) -> list[list[Any]]:
+    """The candidates an identity of `authenticator` can hold: only consistent valuations run.
+
+    A token store's identity is exactly a username and a list of group names (so `groups` is
+    never missing and every other claim always is); a provider's holds only the claims it
+    declares (in either version), so an undeclared claim is always missing.
+    """
+    tokens = authenticator in differ.old.plan.tokens or authenticator in differ.new.plan.tokens
+    declared: set[str] = set()
+    for plan in (differ.old.plan, differ.new.plan):
+        provider = plan.providers.get(authenticator)
+        if provider is not None:
+            declared.update(name for name, _ in provider.spec.claims)
+            declared.update(name for name, _ in provider.spec.fallbacks)
+    possible = []
+    for var, candidates in zip(variables, values, strict=True):
+        name = var[1]
+        if var[0] != "claim" or name == "username":
+            possible.append(candidates)
+        elif tokens and name == "groups":
+            lists = [c for c in candidates if isinstance(c, list)]
+            possible.append(lists or [[]])
+        elif tokens or name not in declared:
+            possible.append([MISSING])
+        else:
+            possible.append(candidates)
+    return possible
+
+
 def _full(matcher: Any, text: str) -> bool:
     try:
         return bool(matcher(text))
@@ -774,6 +832,8 @@ def _build(items: list[Any]) -> str:
         name = str(op)
         if name == "LITERAL":
             out.append(chr(arg))
+        elif name == "NOT_LITERAL":  # `[^@]`: any character but that one
+            out.append("a" if arg != ord("a") else "b")
         elif name == "ANY":
             out.append("a")
         elif name == "IN":

@@ -169,3 +169,105 @@ def test_a_policy_with_errors_exits_2_with_diagnostics_and_no_traceback(tmp_path
     error = capsys.readouterr().err
     assert error.startswith(f"policyauth: {b}:1:1: PA117 route `GET /x` has no `allow` rule")
     assert "Traceback" not in error
+
+
+def test_a_token_store_identity_always_has_groups_so_no_missing_groups_class_is_reported(
+    tmp_path,
+):
+    """A token record is a username and a list of groups: `"g1" in groups` never errors for it
+    (found by the oracle in test_diff_oracle.py)."""
+    (tmp_path / "bots.tokens").write_text("", encoding="utf-8")
+    tokens = 'tokens bots {\n  store = "bots.tokens"\n}\n\n'
+    old = tokens + "route GET /a {\n  public\n}\n"
+    new = tokens + 'route GET /a {\n  auth bots\n  allow if not ("g1" in groups)\n}\n'
+    code, output = run_diff(tmp_path, old, new, "--format", "json")
+    assert code == 1
+    changes = json.loads(output)["changes"]
+    assert [(c["identity"], c["new"]["status"], c["new"]["reason"]) for c in changes] == [
+        ("no credentials", 401, "no_credentials"),
+        ("a credential no authenticator of the route takes", 401, "invalid_token"),
+        ('provider == "bots" and "g1" in groups', 403, "not_allowed"),
+    ]
+
+
+def test_a_regex_with_a_negated_character_gets_a_witness_and_a_definite_answer(tmp_path):
+    """`[^@]` has a witness, so the class is a definite change, not "possibly changes"."""
+    new = BASE.replace(
+        'allow if "writers" in groups',
+        'allow if "writers" in groups or username matches /[^@]+@corp/',
+    )
+    code, output = run_diff(tmp_path, BASE, new, "--format", "json")
+    assert code == 1
+    changes = json.loads(output)["changes"]
+    assert [(c["possibly"], c["old"]["reason"], c["new"]["reason"]) for c in changes] == [
+        (False, "not_allowed", "allowed")
+    ]
+    assert changes[0]["identity"] == (
+        'provider == "corp" and ("writers" in groups) does not hold'
+        " and username matches /[^@]+@corp/"
+    )
+
+
+def test_a_value_compared_with_a_claim_can_take_the_claims_regex_witness(tmp_path):
+    """`param.id == username and username matches /.*ob/` holds for user `aob` on `/files/aob`:
+    the parameter gets the regex's witness too, else removing that deny reported no change
+    (found by the oracle)."""
+    new = BASE.replace('  deny if param.id == "root"\n', "")
+    old = BASE.replace(
+        '  deny if param.id == "root"\n',
+        "  deny if param.id == username and username matches /.*ob/\n",
+    )
+    code, output = run_diff(tmp_path, old, new, "--format", "json")
+    assert code == 1
+    changes = json.loads(output)["changes"]
+    assert {c["example"] for c in changes} == {"/files/aob"}
+    assert all(c["old"]["rule"].startswith("deny if param.id == username") for c in changes)
+    assert all(c["old"]["reason"] == "denied" for c in changes)
+    assert all("param.id == username and username matches /.*ob/" in c["identity"] for c in changes)
+
+
+def test_a_parameter_on_a_literal_segment_of_the_region_holds_that_literal(tmp_path):
+    """On `/a/b`, `{id}` of `/{id}/b` is "a", which `/b.*/` does not match: every caller is
+    denied there, and no class claims the regex holds (found by the oracle: the atom was
+    evaluated on a candidate value while the request used the path's own segment)."""
+    old = "route GET /a/b/c {\n  auth corp\n  allow\n}\n"
+    new = old + (
+        "\nroute GET /{id}/b {\n  auth corp\n  deny if not (param.id matches /b.*/)\n"
+        '  allow if param.id == "a"\n}\n'
+    )
+    code, output = run_diff(tmp_path, old, new, "--format", "json")
+    assert code == 1
+    changes = json.loads(output)["changes"]
+    at_a = [(c["identity"], c["new"]["reason"]) for c in changes if c["pattern"] == "/a/b"]
+    assert sorted(at_a) == [
+        ("a credential no authenticator of the route takes", "invalid_token"),
+        ("no credentials", "no_credentials"),
+        ('provider == "corp"', "denied"),
+    ]
+
+
+def test_a_claim_compared_with_a_parameter_on_a_literal_segment_can_equal_that_literal(tmp_path):
+    """On `/x/a`, `{id}` is "a", so `param.id == username` holds for the user named "a": that
+    user flips from allowed to not allowed (found by the oracle)."""
+    old = 'route GET /*/a {\n  auth corp\n  allow if username != "bob"\n}\n'
+    new = "route GET /*/{id} {\n  auth corp\n  allow if not (param.id == username)\n}\n"
+    code, output = run_diff(tmp_path, old, new, "--format", "json")
+    assert code == 1
+    changes = json.loads(output)["changes"]
+    flips = {
+        (c["identity"], c["old"]["reason"], c["new"]["reason"])
+        for c in changes
+        if c["pattern"] == "/*/a"
+    }
+    assert flips == {
+        (
+            'provider == "corp" and username != "bob" and param.id == username',
+            "allowed",
+            "not_allowed",
+        ),
+        (
+            'provider == "corp" and not (username != "bob") and not (param.id == username)',
+            "not_allowed",
+            "allowed",
+        ),
+    }
