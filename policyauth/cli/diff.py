@@ -77,7 +77,10 @@ def _text(report: DiffReport) -> str:
             "decisions may change without a rule change"
         )
     count = len(report.changes)
-    lines.append(f"{count} class{'es' if count != 1 else ''} of requests change")
+    if count:
+        lines.append(f"{count} class{'es' if count != 1 else ''} of requests change")
+    else:
+        lines.append("no rule decides differently; the settings above may still change decisions")
     return "\n".join(lines)
 
 
@@ -88,12 +91,15 @@ def _cell(text: str) -> str:
 def _markdown(report: DiffReport) -> str:
     if not report.flips:
         return "**policyauth diff**: no decision changes."
-    lines = [
-        "**policyauth diff**: these requests are decided differently.",
-        "",
-        "| methods | pattern | example | identity | old | new | old rule | new rule |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
+    if not report.changes:
+        lines = ["**policyauth diff**: no rule decides differently, but settings changed."]
+    else:
+        lines = [
+            "**policyauth diff**: these requests are decided differently.",
+            "",
+            "| methods | pattern | example | identity | old | new | old rule | new rule |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
     for change in report.changes:
         old, new = (
             ("possibly changes", "") if change.possibly else (change.old.short, change.new.short)
