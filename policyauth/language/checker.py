@@ -525,7 +525,8 @@ class _Checker:
             audience_url=audience_url,
             outbound=outbound,
         )
-        return attrs.evolve(spec, **validation)
+        # A userinfo provider (the usual one) has no mode fields: no copy of the spec.
+        return attrs.evolve(spec, **validation) if validation else spec
 
     def _audience(
         self, decl: ast.ProviderDecl, preset: Preset | None, values: Mapping[str, str]
@@ -661,6 +662,8 @@ class _Checker:
                 "remove it; it would also let a discovery document hand out plain-http endpoints",
                 Severity.WARNING,
             )
+        if outbound.insecure_http == insecure:  # frozen: the same value, without a copy
+            return outbound
         return attrs.evolve(outbound, insecure_http=insecure)
 
     def _insecure_http(self, entries: Mapping[str, ast.Setting]) -> bool:
@@ -1114,17 +1117,26 @@ def _prefixes_overlap(first: tuple[str, ...], second: tuple[str, ...]) -> bool:
     return any(a.startswith(b) or b.startswith(a) for a in first for b in second)
 
 
+# Built once per process, not on every check: PRESETS is a constant table (issue 13: a load
+# pays only for what its policy holds).
+_TOKEN_CHARS = frozenset(
+    "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+)
+_ALL_PARAMETERS = frozenset(p for preset in PRESETS.values() for p in preset.parameters)
+_CLAIM_NAMES = frozenset({"username", "groups"}) | frozenset(
+    name for preset in PRESETS.values() for name, _ in preset.claims
+)
+
+
 def _is_token(name: str) -> bool:
     """An HTTP header name (RFC 9110 token)."""
-    allowed = set("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
-    return bool(name) and set(name) <= allowed
+    return bool(name) and _TOKEN_CHARS.issuperset(name)
 
 
-def _all_parameters() -> set[str]:
-    return {p for preset in PRESETS.values() for p in preset.parameters}
+def _all_parameters() -> frozenset[str]:
+    return _ALL_PARAMETERS
 
 
-def _claim_names() -> set[str]:
+def _claim_names() -> frozenset[str]:
     """Names that are claims wherever they appear: `username`, `groups`, the presets' claims."""
-    names = {"username", "groups"}
-    return names | {name for preset in PRESETS.values() for name, _ in preset.claims}
+    return _CLAIM_NAMES
