@@ -15,6 +15,7 @@ import difflib
 import os
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -97,6 +98,9 @@ class _Checker:
         self.diagnostics: list[Diagnostic] = []
         self.overlaps = OverlapCollector()
         self.outbound = Outbound()  # the settings' outbound values, every provider's defaults
+        # The claims a route's rules can read depend only on its `auth` list: routes that
+        # share one share the (read-only) answer. One load only, never across loads.
+        self.route_claims: dict[tuple[str, ...], Mapping[str, str]] = {}
 
     @property
     def failed(self) -> bool:
@@ -350,20 +354,7 @@ class _Checker:
 
     def _settings(self, decl: ast.SettingsDecl) -> Settings:
         entries, _claims, _ = self._entries(decl.entries, "`settings`")
-        keys: dict[str, Callable[[ast.Value, str], Any]] = {
-            "realm": self._string,
-            "cache_ttl": lambda v, k: self._duration(v, k, zero=True),
-            "negative_ttl": lambda v, k: self._duration(v, k, zero=True),
-            "timeout": lambda v, k: self._duration(v, k, zero=False),
-            "max_path": self._count,
-            "store_grace": lambda v, k: self._duration(v, k, zero=True),
-            **dict.fromkeys(OUTBOUND_KEYS, self._string),
-            "clock_skew": lambda v, k: self._duration(v, k, zero=True),
-            "decision_log": self._string,
-            "cache_size": self._size,
-            "cache": self._string,
-            "cache_secret": self._string,
-        }
+        keys = _SETTING_READERS
         values: dict[str, Any] = {}
         for key, setting in entries.items():
             if key not in keys:
@@ -372,7 +363,7 @@ class _Checker:
                 )
                 continue
             with contextlib.suppress(_Invalid):
-                values[key] = keys[key](setting.value, key)
+                values[key] = keys[key](self, setting.value, key)
         defaults = Settings()
         self.outbound = self._outbound(entries, values, Outbound())
         realm = values.get("realm", defaults.realm)
@@ -803,7 +794,7 @@ class _Checker:
 
         context = _RouteContext(
             complete=all(n in providers or n in tokens for n in names),
-            claims=self._route_claims(names, providers, tokens),
+            claims=self._claims_of(names, providers, tokens),
             authenticators=tuple(names),
             params=frozenset(s.text for s in route.pattern.segments if s.kind is ast.Segment.PARAM),
         )
@@ -831,6 +822,18 @@ class _Checker:
                         "a token is sent to one provider only; give each a distinct "
                         "`token_prefix`, or split the route",
                     )
+
+    def _claims_of(
+        self,
+        names: list[str],
+        providers: Mapping[str, ProviderSpec],
+        tokens: Mapping[str, TokensSpec],
+    ) -> Mapping[str, str]:
+        key = tuple(names)
+        claims = self.route_claims.get(key)
+        if claims is None:
+            claims = self.route_claims[key] = self._route_claims(names, providers, tokens)
+        return claims
 
     def _route_claims(
         self,
@@ -1125,6 +1128,26 @@ _TOKEN_CHARS = frozenset(
 _ALL_PARAMETERS = frozenset(p for preset in PRESETS.values() for p in preset.parameters)
 _CLAIM_NAMES = frozenset({"username", "groups"}) | frozenset(
     name for preset in PRESETS.values() for name, _ in preset.claims
+)
+
+
+# How each `settings` key is read, in the order the help lists them; a table built once per
+# process rather than on every load (issue 13).
+_SETTING_READERS: Mapping[str, Callable[[_Checker, ast.Value, str], Any]] = MappingProxyType(
+    {
+        "realm": _Checker._string,
+        "cache_ttl": lambda c, v, k: c._duration(v, k, zero=True),
+        "negative_ttl": lambda c, v, k: c._duration(v, k, zero=True),
+        "timeout": lambda c, v, k: c._duration(v, k, zero=False),
+        "max_path": _Checker._count,
+        "store_grace": lambda c, v, k: c._duration(v, k, zero=True),
+        **dict.fromkeys(OUTBOUND_KEYS, _Checker._string),
+        "clock_skew": lambda c, v, k: c._duration(v, k, zero=True),
+        "decision_log": _Checker._string,
+        "cache_size": _Checker._size,
+        "cache": _Checker._string,
+        "cache_secret": _Checker._string,
+    }
 )
 
 
