@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import functools
 import os
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -410,10 +411,7 @@ class _Checker:
             if not fleet_checks.token_store_url(self, entries["store"].value, store):
                 return None
             return TokensSpec(decl.name.text, decl.name.span, store)
-        path = Path(store)
-        if not path.is_absolute() and self.base_dir is not None:
-            path = self.base_dir / path
-        return TokensSpec(decl.name.text, decl.name.span, str(path))
+        return TokensSpec(decl.name.text, decl.name.span, _store_path(store, self.base_dir))
 
     def _provider(self, decl: ast.ProviderDecl) -> ProviderSpec | None:
         block = f"provider `{decl.name.text}`"
@@ -1149,6 +1147,17 @@ _SETTING_READERS: Mapping[str, Callable[[_Checker, ast.Value, str], Any]] = Mapp
         "cache_secret": _Checker._string,
     }
 )
+
+
+@functools.lru_cache(maxsize=256)
+def _store_path(store: str, base_dir: Path | None) -> str:
+    """A token store file's path: relative ones under `base_dir` when there is one. Cached
+    (strings in, a string out): a policy reloaded from the same folder names the same stores,
+    and the Path operations cost more than the rest of a tokens block's check."""
+    path = Path(store)
+    if not path.is_absolute() and base_dir is not None:
+        path = base_dir / path
+    return str(path)
 
 
 def _is_token(name: str) -> bool:

@@ -4,6 +4,7 @@ load reads from such a table is still what that load's own text and env say."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import MappingProxyType
 
 import pytest
@@ -128,3 +129,21 @@ def test_insecure_http_only_where_written() -> None:
     assert model.providers["a"].outbound.insecure_http is True
     assert model.providers["b"].outbound.insecure_http is False
     assert model.providers["b"].outbound == model.settings.outbound
+
+
+def test_token_store_paths_follow_each_loads_base_dir(tmp_path: Path) -> None:
+    """The store path is cached per (store, base_dir): loads from two folders, and one with
+    the store's name in an env variable, each get their own path."""
+    text = 'tokens api {\n  store = env("STORE", "api.tokens")\n}\n' + ROUTE
+
+    def store(env: dict[str, str], base_dir: Path | None) -> str:
+        model, _ = check(parse(text, "p.policy"), source=text, env=env, base_dir=base_dir)
+        assert model is not None
+        return model.tokens["api"].store
+
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert store({}, one) == str(one / "api.tokens")
+    assert store({}, two) == str(two / "api.tokens")
+    assert store({"STORE": "other.tokens"}, one) == str(one / "other.tokens")
+    assert store({"STORE": "/etc/pa/api.tokens"}, one) == "/etc/pa/api.tokens"
+    assert store({"STORE": "./x//api.tokens"}, None) == "x/api.tokens"
