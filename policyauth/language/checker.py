@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import functools
 import os
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -97,6 +99,9 @@ class _Checker:
         self.diagnostics: list[Diagnostic] = []
         self.overlaps = OverlapCollector()
         self.outbound = Outbound()  # the settings' outbound values, every provider's defaults
+        # The claims a route's rules can read depend only on its `auth` list: routes that
+        # share one share the (read-only) answer. One load only, never across loads.
+        self.route_claims: dict[tuple[str, ...], Mapping[str, str]] = {}
 
     @property
     def failed(self) -> bool:
@@ -350,20 +355,7 @@ class _Checker:
 
     def _settings(self, decl: ast.SettingsDecl) -> Settings:
         entries, _claims, _ = self._entries(decl.entries, "`settings`")
-        keys: dict[str, Callable[[ast.Value, str], Any]] = {
-            "realm": self._string,
-            "cache_ttl": lambda v, k: self._duration(v, k, zero=True),
-            "negative_ttl": lambda v, k: self._duration(v, k, zero=True),
-            "timeout": lambda v, k: self._duration(v, k, zero=False),
-            "max_path": self._count,
-            "store_grace": lambda v, k: self._duration(v, k, zero=True),
-            **dict.fromkeys(OUTBOUND_KEYS, self._string),
-            "clock_skew": lambda v, k: self._duration(v, k, zero=True),
-            "decision_log": self._string,
-            "cache_size": self._size,
-            "cache": self._string,
-            "cache_secret": self._string,
-        }
+        keys = _SETTING_READERS
         values: dict[str, Any] = {}
         for key, setting in entries.items():
             if key not in keys:
@@ -372,7 +364,7 @@ class _Checker:
                 )
                 continue
             with contextlib.suppress(_Invalid):
-                values[key] = keys[key](setting.value, key)
+                values[key] = keys[key](self, setting.value, key)
         defaults = Settings()
         self.outbound = self._outbound(entries, values, Outbound())
         realm = values.get("realm", defaults.realm)
@@ -419,10 +411,7 @@ class _Checker:
             if not fleet_checks.token_store_url(self, entries["store"].value, store):
                 return None
             return TokensSpec(decl.name.text, decl.name.span, store)
-        path = Path(store)
-        if not path.is_absolute() and self.base_dir is not None:
-            path = self.base_dir / path
-        return TokensSpec(decl.name.text, decl.name.span, str(path))
+        return TokensSpec(decl.name.text, decl.name.span, _store_path(store, self.base_dir))
 
     def _provider(self, decl: ast.ProviderDecl) -> ProviderSpec | None:
         block = f"provider `{decl.name.text}`"
@@ -525,7 +514,8 @@ class _Checker:
             audience_url=audience_url,
             outbound=outbound,
         )
-        return attrs.evolve(spec, **validation)
+        # A userinfo provider (the usual one) has no mode fields: no copy of the spec.
+        return attrs.evolve(spec, **validation) if validation else spec
 
     def _audience(
         self, decl: ast.ProviderDecl, preset: Preset | None, values: Mapping[str, str]
@@ -661,6 +651,8 @@ class _Checker:
                 "remove it; it would also let a discovery document hand out plain-http endpoints",
                 Severity.WARNING,
             )
+        if outbound.insecure_http == insecure:  # frozen: the same value, without a copy
+            return outbound
         return attrs.evolve(outbound, insecure_http=insecure)
 
     def _insecure_http(self, entries: Mapping[str, ast.Setting]) -> bool:
@@ -800,7 +792,7 @@ class _Checker:
 
         context = _RouteContext(
             complete=all(n in providers or n in tokens for n in names),
-            claims=self._route_claims(names, providers, tokens),
+            claims=self._claims_of(names, providers, tokens),
             authenticators=tuple(names),
             params=frozenset(s.text for s in route.pattern.segments if s.kind is ast.Segment.PARAM),
         )
@@ -828,6 +820,18 @@ class _Checker:
                         "a token is sent to one provider only; give each a distinct "
                         "`token_prefix`, or split the route",
                     )
+
+    def _claims_of(
+        self,
+        names: list[str],
+        providers: Mapping[str, ProviderSpec],
+        tokens: Mapping[str, TokensSpec],
+    ) -> Mapping[str, str]:
+        key = tuple(names)
+        claims = self.route_claims.get(key)
+        if claims is None:
+            claims = self.route_claims[key] = self._route_claims(names, providers, tokens)
+        return claims
 
     def _route_claims(
         self,
@@ -1114,17 +1118,57 @@ def _prefixes_overlap(first: tuple[str, ...], second: tuple[str, ...]) -> bool:
     return any(a.startswith(b) or b.startswith(a) for a in first for b in second)
 
 
+# Built once per process, not on every check: PRESETS is a constant table (issue 13: a load
+# pays only for what its policy holds).
+_TOKEN_CHARS = frozenset(
+    "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+)
+_ALL_PARAMETERS = frozenset(p for preset in PRESETS.values() for p in preset.parameters)
+_CLAIM_NAMES = frozenset({"username", "groups"}) | frozenset(
+    name for preset in PRESETS.values() for name, _ in preset.claims
+)
+
+
+# How each `settings` key is read, in the order the help lists them; a table built once per
+# process rather than on every load (issue 13).
+_SETTING_READERS: Mapping[str, Callable[[_Checker, ast.Value, str], Any]] = MappingProxyType(
+    {
+        "realm": _Checker._string,
+        "cache_ttl": lambda c, v, k: c._duration(v, k, zero=True),
+        "negative_ttl": lambda c, v, k: c._duration(v, k, zero=True),
+        "timeout": lambda c, v, k: c._duration(v, k, zero=False),
+        "max_path": _Checker._count,
+        "store_grace": lambda c, v, k: c._duration(v, k, zero=True),
+        **dict.fromkeys(OUTBOUND_KEYS, _Checker._string),
+        "clock_skew": lambda c, v, k: c._duration(v, k, zero=True),
+        "decision_log": _Checker._string,
+        "cache_size": _Checker._size,
+        "cache": _Checker._string,
+        "cache_secret": _Checker._string,
+    }
+)
+
+
+@functools.lru_cache(maxsize=256)
+def _store_path(store: str, base_dir: Path | None) -> str:
+    """A token store file's path: relative ones under `base_dir` when there is one. Cached
+    (strings in, a string out): a policy reloaded from the same folder names the same stores,
+    and the Path operations cost more than the rest of a tokens block's check."""
+    path = Path(store)
+    if not path.is_absolute() and base_dir is not None:
+        path = base_dir / path
+    return str(path)
+
+
 def _is_token(name: str) -> bool:
     """An HTTP header name (RFC 9110 token)."""
-    allowed = set("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
-    return bool(name) and set(name) <= allowed
+    return bool(name) and _TOKEN_CHARS.issuperset(name)
 
 
-def _all_parameters() -> set[str]:
-    return {p for preset in PRESETS.values() for p in preset.parameters}
+def _all_parameters() -> frozenset[str]:
+    return _ALL_PARAMETERS
 
 
-def _claim_names() -> set[str]:
+def _claim_names() -> frozenset[str]:
     """Names that are claims wherever they appear: `username`, `groups`, the presets' claims."""
-    names = {"username", "groups"}
-    return names | {name for preset in PRESETS.values() for name, _ in preset.claims}
+    return _CLAIM_NAMES

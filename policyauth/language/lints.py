@@ -17,6 +17,8 @@ from policyauth.language.presets import PRESETS, Audience
 from policyauth.language.shadowing import collect_overlaps, crosswise_overlaps
 
 _IGNORE = re.compile(r"policyauth:\s*ignore\[([A-Z0-9, ]+)\]")
+# A bare domain as an `endswith` suffix (PA203); compiled once, not looked up on every rule.
+_BARE_DOMAIN = re.compile(r"[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+")
 
 Finding = tuple[Span, str, str, str | None]  # span, code, message, help
 Rule = Callable[[ast.Policy, CheckedPolicy | None], Iterator[Finding]]
@@ -68,7 +70,7 @@ def unanchored_suffix(policy: ast.Policy, model: CheckedPolicy | None) -> Iterat
             and expr.op is ast.CompareOp.ENDSWITH
             and isinstance(expr.right, ast.Literal)
             and isinstance(expr.right.value, str)
-            and re.fullmatch(r"[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+", expr.right.value)
+            and _BARE_DOMAIN.fullmatch(expr.right.value)
         ):
             suffix = expr.right.value
             yield (
