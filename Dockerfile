@@ -10,7 +10,7 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY grammar ./grammar
 COPY policyauth ./policyauth
-RUN pip install --no-cache-dir '.[metrics]' && rm -rf /src
+RUN pip install --no-cache-dir '.[serve,metrics]' && rm -rf /src
 
 RUN useradd --system --uid 10001 --home-dir /nonexistent --shell /usr/sbin/nologin policyauth \
     && mkdir -p /etc/policyauth

@@ -40,5 +40,5 @@ def test_entrypoint_is_policyauth_serve_on_the_mounted_policy() -> None:
 
 
 def test_installs_the_metrics_extra_and_the_docs_name_the_same_path() -> None:
-    assert "'.[metrics]'" in TEXT
+    assert "'.[serve,metrics]'" in TEXT  # the fast HTTP stack and /metrics
     assert "/etc/policyauth/policy.policy" in (ROOT / "docs" / "serve.md").read_text()
