@@ -58,14 +58,12 @@ from policyauth.identity.tokens import (  # the file store's own rules, so both 
     Record,
     TokenLookupError,
     TokenStoreError,
-    _group_problem,
     _records_problem,
-    _unique,
-    _user_problem,
     digest_of,
     identify,
     looks_valid,
     new_token,
+    token_terms,
     utc_now,
 )
 from policyauth.request import BasicCredential
@@ -298,21 +296,7 @@ def create(
 ) -> tuple[str, Record]:
     """Issue a token for `user`, insert its record (creating the tables on first use), and
     return both; the token is never stored. Errors as tokens.create."""
-    problem = _user_problem(user)
-    if problem is not None:
-        raise ValueError(problem)
-    group_list = _unique(groups)
-    for group in group_list:
-        problem = _group_problem(group)
-        if problem is not None:
-            raise ValueError(problem)
-    if expires is not None and expires <= timedelta(0):
-        raise ValueError("the lifetime of a token must be positive")
-    now = clock().astimezone(UTC).replace(microsecond=0)
-    try:
-        end = None if expires is None else now + expires
-    except OverflowError:
-        raise ValueError("the lifetime of a token is too long") from None
+    group_list, now, end = token_terms(user, groups, expires, clock)
     with _session(url, create_schema=True) as connection, connection.transaction():
         # Serialises writers, so that the id check below and the insert are one step.
         connection.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))

@@ -209,21 +209,11 @@ def list_records(path: str | os.PathLike[str]) -> tuple[Record, ...]:
     return _read_records(Path(path), missing_ok=False)
 
 
-def create(
-    path: str | os.PathLike[str],
-    user: str,
-    groups: Iterable[str] = (),
-    expires: timedelta | None = None,
-    *,
-    clock: Clock = utc_now,
-    warn: Warn = log.warning,
-) -> tuple[str, Record]:
-    """Issue a token for `user`, add its record to the store (created if missing), return both.
-
-    The token is returned once and never stored. Raises `ValueError` for an unusable user,
-    group or lifetime, and `TokenStoreError` when the store cannot be read or written; `warn`
-    hears when the rewritten store could not keep its owner, group or mode.
-    """
+def token_terms(
+    user: str, groups: Iterable[str], expires: timedelta | None, clock: Clock
+) -> tuple[list[str], datetime, datetime | None]:
+    """The groups, issue time and expiry of a new token, checked: one rule for every store.
+    Raises `ValueError` for an unusable user, group or lifetime."""
     problem = _user_problem(user)
     if problem is not None:
         raise ValueError(problem)
@@ -239,6 +229,25 @@ def create(
         end = None if expires is None else now + expires
     except OverflowError:
         raise ValueError("the lifetime of a token is too long") from None
+    return group_list, now, end
+
+
+def create(
+    path: str | os.PathLike[str],
+    user: str,
+    groups: Iterable[str] = (),
+    expires: timedelta | None = None,
+    *,
+    clock: Clock = utc_now,
+    warn: Warn = log.warning,
+) -> tuple[str, Record]:
+    """Issue a token for `user`, add its record to the store (created if missing), return both.
+
+    The token is returned once and never stored. Raises `ValueError` for an unusable user,
+    group or lifetime, and `TokenStoreError` when the store cannot be read or written; `warn`
+    hears when the rewritten store could not keep its owner, group or mode.
+    """
+    group_list, now, end = token_terms(user, groups, expires, clock)
     shown = Path(path)
     with _locked(shown) as target:
         records = _read_records(target, missing_ok=True, shown=shown)
