@@ -12,6 +12,7 @@ PostgreSQL refuses to run as root, and CI runs as root: initdb and postgres run 
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import shutil
@@ -176,16 +177,24 @@ class PostgresServer:
             self.proc = None
 
 
-@pytest.fixture(scope="session")
-def postgres_server() -> Iterator[PostgresServer]:
+@contextlib.contextmanager
+def _postgres(prefix: str, password: str | None = None) -> Iterator[PostgresServer]:
+    """A new PostgreSQL cluster in a folder the `postgres` user owns: trusting local
+    connections, or with scram-sha-256 and `password` for the postgres role."""
     pg_bin = _pg_bin()
     if pg_bin is None:
         _missing("postgresql is not installed (make test installs it as root)")
         raise AssertionError("unreachable")
-    folder = Path(tempfile.mkdtemp(prefix="policyauth-pg-"))
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
     folder.chmod(0o755)
+    auth = ["--auth=trust"]
+    if password is not None:
+        password_file = folder / "password"
+        password_file.write_text(password + "\n", encoding="utf-8")
+        auth = ["--auth=scram-sha-256", f"--pwfile={password_file}"]
     if os.geteuid() == 0:
-        shutil.chown(folder, "postgres", "postgres")
+        for path in folder, *folder.iterdir():
+            shutil.chown(path, "postgres", "postgres")
     server = PostgresServer(port=_free_port(), folder=folder, bin=pg_bin)
     try:
         subprocess.run(
@@ -195,7 +204,7 @@ def postgres_server() -> Iterator[PostgresServer]:
                 str(folder / "data"),
                 "-U",
                 "postgres",
-                "--auth=trust",
+                *auth,
                 "-E",
                 "UTF8",
                 "--no-sync",
@@ -209,6 +218,12 @@ def postgres_server() -> Iterator[PostgresServer]:
     finally:
         server.stop()
         shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    with _postgres("policyauth-pg-") as server:
+        yield server
 
 
 PG_PASSWORD = "pg-pass-5ecret"  # the password of `own_postgres`; tests check it never leaks
@@ -218,39 +233,5 @@ PG_PASSWORD = "pg-pass-5ecret"  # the password of `own_postgres`; tests check it
 def own_postgres() -> Iterator[PostgresServer]:
     """A PostgreSQL of the test's own, with password authentication (scram-sha-256): for the
     tests that stop the server (the session's one is shared) or need a refused password."""
-    pg_bin = _pg_bin()
-    if pg_bin is None:
-        _missing("postgresql is not installed (make test installs it as root)")
-        raise AssertionError("unreachable")
-    folder = Path(tempfile.mkdtemp(prefix="policyauth-pg-own-"))
-    folder.chmod(0o755)
-    if os.geteuid() == 0:
-        shutil.chown(folder, "postgres", "postgres")
-    password_file = folder / "password"
-    password_file.write_text(PG_PASSWORD + "\n", encoding="utf-8")
-    if os.geteuid() == 0:
-        shutil.chown(password_file, "postgres", "postgres")
-    server = PostgresServer(port=_free_port(), folder=folder, bin=pg_bin)
-    try:
-        subprocess.run(
-            server.as_postgres(
-                str(pg_bin / "initdb"),
-                "-D",
-                str(folder / "data"),
-                "-U",
-                "postgres",
-                "--auth=scram-sha-256",
-                f"--pwfile={password_file}",
-                "-E",
-                "UTF8",
-                "--no-sync",
-            ),
-            check=True,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        server.start()
+    with _postgres("policyauth-pg-own-", PG_PASSWORD) as server:
         yield server
-    finally:
-        server.stop()
-        shutil.rmtree(folder, ignore_errors=True)
