@@ -131,19 +131,10 @@ class Engine:
         self, method: str, target: str | Rejection, headers: HeadersIn
     ) -> Decision:
         state = self._state  # read once: this decision uses one policy, whatever reloads
-        started = perf_counter() if state.observed else 0.0
-        key = state.recall.key(method, target, headers) if isinstance(target, str) else None
-        if key is not None:
-            found = state.recall.get(key)
-            if found is not None:
-                return state.recalled(method, target, found, started)
-        policy = state.policy
-        normalized = normalize_headers(headers)
-        step = prepare(policy, method, target, normalized, state.locate(method, target))
+        step, key, started = state.begin(method, target, headers)
         if not isinstance(step, Pending):
-            if key is not None:
-                state.recall.remember(key, step)
-            return step if not state.observed else state.seen(method, target, step, None, started)
+            return step
+        policy = state.policy
         outcome: IdentityResult | None = None
         at_hand = state.at_hand
         cached = True
@@ -162,27 +153,14 @@ class Engine:
         else:
             assert outcome is not None  # `authenticators` is never empty
             decision = finish(policy, step, step.authenticators[0], outcome)
-        if key is not None and len(step.authenticators) == 1:
-            state.recall.remember(key, decision, step.authenticators[0], step.credential, result)
-        if state.observed:
-            state.seen(method, target, decision, cached, started)
-        return decision
+        return state.end(method, target, step, key, decision, result, cached, started)
 
     def _authorize_sync(self, method: str, target: str | Rejection, headers: HeadersIn) -> Decision:
         state = self._state  # read once: this decision uses one policy, whatever reloads
-        started = perf_counter() if state.observed else 0.0
-        key = state.recall.key(method, target, headers) if isinstance(target, str) else None
-        if key is not None:
-            found = state.recall.get(key)
-            if found is not None:
-                return state.recalled(method, target, found, started)
-        policy = state.policy
-        normalized = normalize_headers(headers)
-        step = prepare(policy, method, target, normalized, state.locate(method, target))
+        step, key, started = state.begin(method, target, headers)
         if not isinstance(step, Pending):
-            if key is not None:
-                state.recall.remember(key, step)
-            return step if not state.observed else state.seen(method, target, step, None, started)
+            return step
+        policy = state.policy
         outcome: IdentityResult | None = None
         at_hand = state.at_hand
         cached = True
@@ -201,11 +179,7 @@ class Engine:
         else:
             assert outcome is not None  # `authenticators` is never empty
             decision = finish(policy, step, step.authenticators[0], outcome)
-        if key is not None and len(step.authenticators) == 1:
-            state.recall.remember(key, decision, step.authenticators[0], step.credential, result)
-        if state.observed:
-            state.seen(method, target, decision, cached, started)
-        return decision
+        return state.end(method, target, step, key, decision, result, cached, started)
 
     def record(self, method: str, target: str, decision: Decision, seconds: float) -> None:
         """Report a decision an integration made without the engine (`policyauth serve`
@@ -288,6 +262,46 @@ class _State:
         self._located: dict[tuple[str, str], Located] = {}
         # Requests seen lately, straight to their decision (policyauth/recall.py says when).
         self.recall = Recall(self.identities)
+
+    def begin(
+        self, method: str, target: str | Rejection, headers: HeadersIn
+    ) -> tuple[Decision | Pending, bytes | None, float]:
+        """The part of a decision before any identity, shared by the async and sync paths: a
+        remembered decision, one made without an identity, or the step that needs one; with
+        the recall key (None: not rememberable) and the start time for the metrics."""
+        started = perf_counter() if self.observed else 0.0
+        key = self.recall.key(method, target, headers) if isinstance(target, str) else None
+        if key is not None:
+            found = self.recall.get(key)
+            if found is not None:
+                return self.recalled(method, target, found, started), None, started
+        normalized = normalize_headers(headers)
+        step = prepare(self.policy, method, target, normalized, self.locate(method, target))
+        if not isinstance(step, Pending):
+            if key is not None:
+                self.recall.remember(key, step)
+            if self.observed:
+                self.seen(method, target, step, None, started)
+        return step, key, started
+
+    def end(
+        self,
+        method: str,
+        target: str | Rejection,
+        step: Pending,
+        key: bytes | None,
+        decision: Decision,
+        result: IdentityResult | None,
+        cached: bool,
+        started: float,
+    ) -> Decision:
+        """The part after the identity, shared by both paths: remember a decision that rests
+        on one authenticator's cached answer, and report it."""
+        if key is not None and len(step.authenticators) == 1:
+            self.recall.remember(key, decision, step.authenticators[0], step.credential, result)
+        if self.observed:
+            self.seen(method, target, decision, cached, started)
+        return decision
 
     def seen(
         self,
