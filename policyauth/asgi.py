@@ -96,7 +96,7 @@ class PolicyAuthMiddleware:
             log.exception("policyauth failed to decide %s %s", method, scope.get("path"))
             await _fail(scope, send)
             return
-        if not decision.allowed:
+        if decision.status != 200:  # not `allowed`: a property is a call on every request
             log_decision(decision, method)
             await _deny(scope, receive, send, decision)
             return

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Hashable, Iterable, Mapping
 from time import perf_counter
 
 from policyauth.compiler import Policy
@@ -22,7 +22,8 @@ from policyauth.identity.source import IdentityResult, IdentitySource, Invalid, 
 from policyauth.loader import load
 from policyauth.logline import DECISIONS, log_line
 from policyauth.observe import METRICS, DecisionLog
-from policyauth.recall import Recall, counted
+from policyauth.recall import NOT_KEYED as _NOT_KEYED
+from policyauth.recall import Recall
 from policyauth.request import Rejection, normalize_headers
 
 log = logging.getLogger("policyauth.engine")
@@ -113,27 +114,57 @@ class Engine:
     ) -> Decision:
         """Decide one request; `target` is the raw request target (`/a/b?x=1`), or the
         Rejection an integration found in it (a mount that does not match), answered 400."""
-        decision = await self._authorize(method, target, headers)
+        state = self._state  # read once: this decision uses one policy, whatever reloads
+        started = perf_counter() if state.observed else 0.0
+        key, decision, result = (
+            state.recall.find(method, target, headers) if isinstance(target, str) else _NOT_KEYED
+        )
+        if decision is None:
+            step = state.begin(method, target, headers, key, started)
+            # A decision made without an identity costs no second coroutine.
+            decision = (
+                await self._identify(state, method, target, step, key, started)
+                if isinstance(step, Pending)
+                else step
+            )
+        elif state.decisions is not None:
+            state.recalled(method, target, decision, result, started)
         if _logging_decisions(logging.INFO):
-            log_line(method, target, self._state.locate(method, target), decision)
+            log_line(method, target, state.locate(method, target), decision)
         return decision
 
     def authorize_sync(
         self, method: str, target: str | Rejection, headers: HeadersIn = ()
     ) -> Decision:
         """The same decision as `authorize`, for synchronous servers (WSGI)."""
-        decision = self._authorize_sync(method, target, headers)
+        state = self._state
+        started = perf_counter() if state.observed else 0.0
+        key, decision, result = (
+            state.recall.find(method, target, headers) if isinstance(target, str) else _NOT_KEYED
+        )
+        if decision is None:
+            step = state.begin(method, target, headers, key, started)
+            decision = (
+                self._identify_sync(state, method, target, step, key, started)
+                if isinstance(step, Pending)
+                else step
+            )
+        elif state.decisions is not None:
+            state.recalled(method, target, decision, result, started)
         if _logging_decisions(logging.INFO):
-            log_line(method, target, self._state.locate(method, target), decision)
+            log_line(method, target, state.locate(method, target), decision)
         return decision
 
-    async def _authorize(
-        self, method: str, target: str | Rejection, headers: HeadersIn
+    async def _identify(
+        self,
+        state: _State,
+        method: str,
+        target: str | Rejection,
+        step: Pending,
+        key: Hashable | None,
+        started: float,
     ) -> Decision:
-        state = self._state  # read once: this decision uses one policy, whatever reloads
-        step, key, started = state.begin(method, target, headers)
-        if not isinstance(step, Pending):
-            return step
+        """The rest of a decision that needs an identity: each authenticator in turn."""
         policy = state.policy
         outcome: IdentityResult | None = None
         at_hand = state.at_hand
@@ -155,11 +186,16 @@ class Engine:
             decision = finish(policy, step, step.authenticators[0], outcome)
         return state.end(method, target, step, key, decision, result, cached, started)
 
-    def _authorize_sync(self, method: str, target: str | Rejection, headers: HeadersIn) -> Decision:
-        state = self._state  # read once: this decision uses one policy, whatever reloads
-        step, key, started = state.begin(method, target, headers)
-        if not isinstance(step, Pending):
-            return step
+    def _identify_sync(
+        self,
+        state: _State,
+        method: str,
+        target: str | Rejection,
+        step: Pending,
+        key: Hashable | None,
+        started: float,
+    ) -> Decision:
+        """`_identify` for synchronous servers: the identity source's sync call."""
         policy = state.policy
         outcome: IdentityResult | None = None
         at_hand = state.at_hand
@@ -261,20 +297,19 @@ class _State:
         self.at_hand = getattr(self.identities, "identify_now", None)
         self._located: dict[tuple[str, str], Located] = {}
         # Requests seen lately, straight to their decision (policyauth/recall.py says when).
-        self.recall = Recall(self.identities)
+        self.recall = Recall(self.identities, METRICS.queue())
 
     def begin(
-        self, method: str, target: str | Rejection, headers: HeadersIn
-    ) -> tuple[Decision | Pending, bytes | None, float]:
-        """The part of a decision before any identity, shared by the async and sync paths: a
-        remembered decision, one made without an identity, or the step that needs one; with
-        the recall key (None: not rememberable) and the start time for the metrics."""
-        started = perf_counter() if self.observed else 0.0
-        key = self.recall.key(method, target, headers) if isinstance(target, str) else None
-        if key is not None:
-            found = self.recall.get(key)
-            if found is not None:
-                return self.recalled(method, target, found, started), None, started
+        self,
+        method: str,
+        target: str | Rejection,
+        headers: HeadersIn,
+        key: Hashable | None,
+        started: float,
+    ) -> Decision | Pending:
+        """The part of a decision before any identity, shared by the async and sync paths
+        when nothing was remembered (`Recall.find`): a decision made without an identity,
+        or the step that needs one."""
         normalized = normalize_headers(headers)
         step = prepare(self.policy, method, target, normalized, self.locate(method, target))
         if not isinstance(step, Pending):
@@ -282,14 +317,28 @@ class _State:
                 self.recall.remember(key, step)
             if self.observed:
                 self.seen(method, target, step, None, started)
-        return step, key, started
+        return step
+
+    def recalled(
+        self,
+        method: str,
+        target: str | Rejection,
+        decision: Decision,
+        result: IdentityResult | None,
+        started: float,
+    ) -> None:
+        """A remembered decision, to the decision log (`Recall.find` counted it already)."""
+        assert self.decisions is not None
+        raw = target if isinstance(target, str) else "-"
+        cached = None if result is None else True
+        self.decisions.record(method, raw, decision, cached, perf_counter() - started)
 
     def end(
         self,
         method: str,
         target: str | Rejection,
         step: Pending,
-        key: bytes | None,
+        key: Hashable | None,
         decision: Decision,
         result: IdentityResult | None,
         cached: bool,
@@ -319,27 +368,6 @@ class _State:
             # An integration's own Rejection (a mount that does not match) carries no target.
             raw = target if isinstance(target, str) else "-"
             self.decisions.record(method, raw, decision, cached, seconds)
-        return decision
-
-    def recalled(
-        self,
-        method: str,
-        target: str | Rejection,
-        found: tuple[Decision, IdentityResult | None],
-        started: float,
-    ) -> Decision:
-        """A remembered decision, counted as the full path would have counted it."""
-        decision, result = found
-        cache = None if result is None else counted(result)
-        if not self.observed:
-            if cache is not None:
-                METRICS.cache(cache)
-            return decision
-        seconds = perf_counter() - started
-        METRICS.recalled(decision.status, decision.reason, seconds, cache)
-        if self.decisions is not None:
-            raw = target if isinstance(target, str) else "-"
-            self.decisions.record(method, raw, decision, None if cache is None else True, seconds)
         return decision
 
     def locate(self, method: str, target: str | Rejection) -> Located:

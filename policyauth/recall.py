@@ -4,13 +4,14 @@ Most traffic repeats itself: the same client sends the same token to the same fe
 The full path (headers normalized, the target located, the credential parsed, the
 authenticator chosen, the identity cache asked, the rules' memo read) costs several times more
 than the decision it finds again. So each engine generation keeps a small table from the
-request's raw parts (method, raw target, every `Authorization` value) to the Decision it got.
+request's raw parts (method, raw target, the `Authorization` value) to the Decision it got.
 
 It keeps every rule of the full path:
 
-- No raw token is kept: the key is a keyed BLAKE2b MAC (a fresh random key per table) of the
-  parts, length-prefixed so that no two requests share one; tokens, queries and targets are
-  never stored.
+- No raw token is kept: the key holds a keyed BLAKE2b MAC (a fresh random key per table) of the
+  `Authorization` value, never the value. A target without a query, and at most 256
+  characters long, is kept as it is (as the engine's located targets are); any other target
+  goes into the MAC as well, since a query may carry a token.
 - An answer that depends on an identity is given only while the identity cache still holds
   that very identity (or that very "invalid" answer) under the token's key: the cache's TTL,
   the token's own expiry and the negative TTL apply unchanged, and a replaced, evicted or
@@ -18,121 +19,198 @@ It keeps every rule of the full path:
   decisions weakly, so this table never keeps an evicted identity alive: its memory stays in
   the identity cache's byte bound. API tokens (the `tokens` stores) are never remembered
   here: their store is asked on every request, so a revocation takes effect as before.
-- A request with a header that `header_problem` may refuse (a method override, a name with
-  `_`), a duplicate header or a name not in lower case is never remembered: only the
-  `Authorization` value is in the key.
-- Bounded: at most SIZE entries (the oldest out first), each a 16-byte key, the cache key and
-  two weak references, or a small Decision without a principal (its message quotes at most 64
-  characters of input, its challenges are the realm's): under 1 KB each, about 4 MB at most,
-  outside `cache_size`. A reload starts a new table (it belongs to the
-  engine's generation, `engine._State`).
+- Only the `Authorization` value is in the key, so a request is looked up only when nothing
+  else in its headers can change its decision. That is judged once per list of header names
+  (the same few lists come again and again) by the full path's own functions: the names as
+  `normalize_headers` folds them must raise no `header_problem` (a method override, an
+  underscore alias) and hold at most one `Authorization` (`is_authorization`). Other lists,
+  and headers in a shape this table does not read, take the full path.
+- Bounded: at most SIZE entries (the oldest out first), each a key of at most a few hundred
+  bytes, the cache key and two weak references, or a small Decision without a principal (its
+  message quotes at most 64 characters of input, its challenges are the realm's); and at most
+  SHAPES judged lists of names of at most 2 KiB each: a few MB at most, outside `cache_size`.
+  A reload starts a new table (it belongs to the engine's generation, `engine._State`).
 """
 
 from __future__ import annotations
 
+import collections
 import hashlib
+import itertools
 import secrets
 import threading
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
+from operator import itemgetter
+from time import perf_counter
 from typing import Any
 
 from policyauth.decision import Decision
 from policyauth.identity.source import Identity, IdentityResult
-from policyauth.request.canonical import _OVERRIDE_HEADERS
+from policyauth.observe.metrics import METRICS, PENDING
+from policyauth.request import header_problem, is_authorization, normalize_headers
 
 SIZE = 4096  # remembered requests per engine generation
-# The method override headers `header_problem` refuses, as text and as ASGI's bytes.
-_OVERRIDES = frozenset(_OVERRIDE_HEADERS | {name.encode() for name in _OVERRIDE_HEADERS})
+SHAPES = 256  # judged lists of header names per engine generation
+_SHAPE_BYTES = 2048  # a longer list of names is not judged (nor its requests remembered)
+_KEPT_TARGET = 256  # longer targets (and any with a query) go into the MAC
+_KEPT_METHOD = 32
+_NAME = itemgetter(0)
+# A list of names that no request may be looked up with: (count, index) never matches.
+_UNJUDGED = (-1, -1)
 
 # What the identity source offers for this (RemoteIdentitySource): the identity cache's key
 # for an authenticator and credential, and the cache's current answer under a key.
 CacheKey = Callable[[str, Any], "bytes | None"]
 Cached = Callable[[bytes], "IdentityResult | None"]
+# `Recall.find`'s answer: the key (None: not rememberable), the remembered decision (None:
+# none) and the cached identity result it rests on (None: it needs none).
+Found = tuple["Hashable | None", "Decision | None", "IdentityResult | None"]
+NOT_KEYED: Found = (None, None, None)
+# An entry: (a call that gives the decision, the identity cache key it rests on or None, a
+# weak reference to the cached identity result or None). The call is a weak reference for a
+# decision held in the identity's memo, else `repeat(decision).__next__` (a strong one).
+Entry = tuple[Callable[[], "Decision | None"], "bytes | None", Any]
 
 
 class Recall:
     """One engine generation's remembered decisions (see the module)."""
 
-    __slots__ = ("_cache_key", "_cached", "_entries", "_keyed", "_lock")
+    __slots__ = (
+        "_bytes_mac",
+        "_cache_key",
+        "_cached",
+        "_entries",
+        "_events",
+        "_lock",
+        "_overflow",
+        "_shapes",
+        "_target_mac",
+        "_text_mac",
+    )
 
-    def __init__(self, identities: object) -> None:
-        self._keyed = hashlib.blake2b(key=secrets.token_bytes(32), digest_size=16)
-        # Values: (decision, None, None) for an answer that needs no identity; else
-        # (decision or None, weak decision or None, (cache key, weak identity result)).
-        self._entries: dict[bytes, tuple[Any, Any, Any]] = {}
+    def __init__(self, identities: object, events: collections.deque[Any] | None = None) -> None:
+        """`events`: the metrics' queue (`Metrics.queue`), where a remembered decision is
+        counted as the full path would count it; None without metrics."""
+        # One key each for ASGI's bytes values, text values and long targets: a value of one
+        # kind never shares a MAC with a value of another (b"\xe9" and "\xe9" differ).
+        self._bytes_mac = _mac()
+        self._text_mac = _mac()
+        self._target_mac = _mac()
+        self._entries: dict[Hashable, Entry] = {}
+        # Joined header names: (how many names, index of the Authorization header or -1).
+        self._shapes: dict[bytes | str, tuple[int, int]] = {}
         self._cache_key: CacheKey | None = getattr(identities, "cache_key", None)
         self._cached: Cached | None = getattr(identities, "cached", None)
         self._lock = threading.Lock()
+        self._events = events
+        self._overflow = METRICS.overflow
 
-    def key(self, method: str, target: str, headers: Any) -> bytes | None:
-        """The MAC of what decides this request, or None when it carries a header the table
-        does not judge (or headers in a shape it does not read): then the full path runs."""
-        text = f"{len(method)}:{method}{len(target)}:{target}"
-        kind = type(headers)
-        if kind is not list and kind is not tuple:  # ASGI's list first: ABC checks are slow
-            if isinstance(headers, Mapping):
-                headers = list(headers.items())
-            elif not isinstance(headers, list | tuple):
-                return None
+    def find(self, method: str, target: str, headers: Any) -> Found:
+        """The request's key, and its remembered decision with the cached identity result it
+        rests on (None: it needs none), while still valid.
+
+        The key is what decides the request, with its `Authorization` value as a MAC; None
+        when its headers are not judged (or come in a shape this table does not read): then
+        the full path runs and nothing is remembered. Written for few bytecodes (the lookup
+        inlined, errors caught rather than types tested): it runs on every request."""
+        started = perf_counter()
+        if type(headers) is not list:  # ASGI's list first: ABC checks are slow
+            headers = _pairs(headers)
+            if headers is None:
+                return NOT_KEYED
+        digest = None
         if headers:
-            # In C, not a Python loop over the headers: a dict of them, and their names
-            # joined. The request takes the full path when it has a duplicate header (two
-            # `authorization`s, among others), a name not in lower case (ASGI servers lower
-            # them; so do WSGI integrations), a name with `_` (a possible underscore alias) or
-            # a method override: the headers `header_problem` judges are then never in the
-            # way of a remembered decision. Any other shape (mixed bytes and text) raises
-            # TypeError, ValueError or AttributeError, and takes the full path too.
+            # The names joined in C, not in a Python loop; mixed bytes and text, or pairs
+            # that are not pairs, raise and take the full path.
             try:
-                found = dict(headers)
-                if type(next(iter(found))) is bytes:
-                    names = b"\0".join(found).decode("latin-1")
-                    value = found.get(b"authorization")
-                    value = None if value is None else value.decode("latin-1")
-                else:
-                    names = "\0".join(found)
-                    value = found.get("authorization")
-                    if value is not None and type(value) is not str:
-                        return None
-            except (TypeError, ValueError, AttributeError):
-                return None
-            if (
-                len(found) != len(headers)
-                or not names.islower()
-                or "_" in names
-                or not _OVERRIDES.isdisjoint(found)
-            ):
-                return None
-            if value is not None:
-                text += f"{len(value)}:{value}"
-        mac = self._keyed.copy()
-        mac.update(text.encode("utf-8", "surrogatepass"))
-        return mac.digest()
-
-    def get(self, key: bytes) -> tuple[Decision, IdentityResult | None] | None:
-        """The remembered decision and the cached identity result it rests on (None: it
-        needs none), while still valid; else None."""
+                names: bytes | str = b"\0".join(map(_NAME, headers))
+            except TypeError:
+                try:
+                    names = "\0".join(map(_NAME, headers))
+                except (TypeError, IndexError, KeyError):
+                    return NOT_KEYED
+            except (IndexError, KeyError):
+                return NOT_KEYED
+            shape = self._shapes.get(names)
+            if shape is None:
+                shape = self._judge(names)
+            count, at = shape
+            if count != len(headers):  # the count tells a name holding a NUL from two names
+                return NOT_KEYED
+            if at >= 0:
+                try:  # bytes for bytes names, text (as UTF-8) for text names; else an error
+                    value = headers[at][1]
+                    if type(names) is bytes:
+                        mac = self._bytes_mac.copy()
+                        mac.update(value)
+                    else:
+                        mac = self._text_mac.copy()
+                        mac.update(value.encode("utf-8", "surrogatepass"))
+                except (TypeError, AttributeError, IndexError, KeyError):
+                    return NOT_KEYED
+                digest = mac.digest()
+        key: Hashable | None
+        if len(target) <= _KEPT_TARGET and "?" not in target and len(method) <= _KEPT_METHOD:
+            key = (method, target, digest)
+        else:
+            key = self._long_key(method, target, digest)
+            if key is None:
+                return NOT_KEYED
         entry = self._entries.get(key)
         if entry is None:
-            return None
-        decision, weak_decision, rests_on = entry
-        if rests_on is None:
-            return decision, None
-        cache_key, weak_result = rests_on
-        result = weak_result()
-        if result is None or self._cached is None or self._cached(cache_key) is not result:
-            self._entries.pop(key, None)  # gone from the identity cache: forget it here too
-            return None
-        if decision is None:
-            decision = weak_decision()
-            if decision is None:  # the identity's memo let it go
+            return key, None, None
+        # The entry's decision while what it rests on still holds (counted in the metrics as
+        # the full path would count it); else it is forgotten.
+        fetch, cache_key, weak_result = entry
+        decision = fetch()
+        result = None
+        if cache_key is not None:
+            result = weak_result()
+            # Gone from the identity cache (evicted, replaced, expired), or from the
+            # identity's memo: forget it here too. `_cached` is set: entries with a cache key
+            # need it.
+            if decision is None or result is None or self._cached(cache_key) is not result:  # type: ignore[misc]
                 self._entries.pop(key, None)
-                return None
-        return decision, result
+                return key, None, None
+        events = self._events
+        if events is not None:  # Metrics.queue's event, appended here: no call on this path
+            cache = None if result is None else "hit" if type(result) is Identity else "negative"
+            seconds = perf_counter() - started
+            events.append((decision.status, decision.reason._value_, seconds, cache))  # type: ignore[union-attr]
+            if len(events) > PENDING:
+                self._overflow()
+        return key, decision, result
+
+    def _long_key(self, method: str, target: str, digest: bytes | None) -> Hashable | None:
+        """The key of a target with a query or over _KEPT_TARGET characters: the target goes
+        into a MAC (a query may carry a token); None for a method too long to keep."""
+        if len(method) > _KEPT_METHOD:
+            return None
+        mac = self._target_mac.copy()
+        mac.update(b"\0" if digest is None else b"\1" + digest)  # fixed length: no ambiguity
+        mac.update(target.encode("utf-8", "surrogatepass"))
+        return method, mac.digest()
+
+    def _judge(self, names: bytes | str) -> tuple[int, int]:
+        """How many names the list holds and where its one `Authorization` is (-1: none), or
+        _UNJUDGED when its requests must take the full path; remembered (see the module)."""
+        shape = _UNJUDGED
+        if len(names) <= _SHAPE_BYTES:
+            split: list[Any] = names.split(b"\0" if isinstance(names, bytes) else "\0")  # type: ignore[arg-type]
+            normalized = normalize_headers([(name, name[:0]) for name in split])
+            found = [i for i, (name, _) in enumerate(normalized) if is_authorization(name)]
+            if header_problem(normalized) is None and len(found) <= 1:
+                shape = (len(split), found[0] if found else -1)
+            with self._lock:
+                if len(self._shapes) >= SHAPES:
+                    self._shapes.clear()
+                self._shapes[names] = shape
+        return shape
 
     def remember(
         self,
-        key: bytes,
+        key: Hashable,
         decision: Decision,
         authenticator: str | None = None,
         credential: object = None,
@@ -142,25 +220,25 @@ class Recall:
         rests on `result`, which must be what the identity cache holds for the credential now
         (nothing is remembered otherwise: a store's answer, or one the cache did not keep)."""
         if authenticator is None:
-            self._put(key, (decision, None, None))
+            self._put(key, (itertools.repeat(decision).__next__, None, None))
             return
         if self._cache_key is None or self._cached is None or result is None:
             return
         cache_key = self._cache_key(authenticator, credential)
         if cache_key is None or self._cached(cache_key) is not result:
             return
-        entry: tuple[Any, Any, Any]
+        fetch: Callable[[], Decision | None]
         if decision.principal is None:  # small, and often made afresh by each full path
-            entry = (decision, None, (cache_key, weakref.ref(result)))
+            fetch = itertools.repeat(decision).__next__
         else:  # lives in the identity's memo: held weakly, so as not to keep claims alive
-            entry = (None, weakref.ref(decision), (cache_key, weakref.ref(result)))
-        self._put(key, entry)
+            fetch = weakref.ref(decision)
+        self._put(key, (fetch, cache_key, weakref.ref(result)))
 
-    def _put(self, key: bytes, entry: tuple[Any, Any, Any]) -> None:
+    def _put(self, key: Hashable, entry: Entry) -> None:
         with self._lock:
             entries = self._entries
             while len(entries) >= SIZE:
-                try:  # the oldest first; `get` may drop entries meanwhile, without the lock
+                try:  # the oldest first; `find` may drop entries meanwhile, without the lock
                     entries.pop(next(iter(entries)), None)
                 except (RuntimeError, StopIteration):
                     entries.clear()
@@ -170,6 +248,16 @@ class Recall:
         return len(self._entries)
 
 
-def counted(result: IdentityResult | None) -> str:
-    """The identity cache metric a remembered answer counts as (what the full path counts)."""
-    return "hit" if type(result) is Identity else "negative"
+def _mac() -> Any:
+    """A keyed BLAKE2b (a MAC by design, RFC 7693) under a fresh random key, to be copied."""
+    return hashlib.blake2b(key=secrets.token_bytes(32), digest_size=16)
+
+
+def _pairs(headers: Any) -> list[Any] | tuple[Any, ...] | None:
+    """Headers other than ASGI's list as pairs `find` reads: a tuple of pairs, a mapping's
+    items; None for any other shape (an iterator is read once, by the full path)."""
+    if type(headers) is tuple:
+        return headers
+    if isinstance(headers, Mapping):
+        return list(headers.items())
+    return headers if isinstance(headers, list | tuple) else None

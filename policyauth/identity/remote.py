@@ -167,9 +167,12 @@ class RemoteIdentitySource:
             return None
         return self._cache.key(self._tags[authenticator], token)
 
-    def cached(self, key: bytes) -> IdentityResult | None:
-        """What the identity cache holds under `key` now (None: nothing, or expired)."""
-        return self._cache.get(key)
+    @property
+    def cached(self) -> Callable[[bytes], IdentityResult | None]:
+        """What the identity cache holds under a key now (None: nothing, or expired): the
+        cache's own `get` (a source keeps its cache for life; a reload makes a successor), so
+        that checking a remembered decision costs one call."""
+        return self._cache.get
 
     async def identify(self, authenticator: str, credential: Credential) -> IdentityResult:
         at_hand = self._now(authenticator, credential)

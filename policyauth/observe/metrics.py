@@ -1,12 +1,14 @@
 """Prometheus metrics, in a registry of policyauth's own (the one module that imports
 prometheus_client, an optional dependency: `pip install policyauth[metrics]`).
 
-The request path never touches prometheus_client: a decision and a cache lookup are counted
-in plain dicts under one lock, and a flusher thread moves the counts into the prometheus series
-every second (and before every exposition, so this process's own figures are always current).
+The request path never touches prometheus_client: a decision or a cache lookup appends one
+event to a deque (atomic, no lock: a lock and a few dict updates cost a remembered decision
+a fifth of its time), and a flusher thread counts the events into the prometheus series every
+second (and before every exposition, so this process's own figures are always current).
 prometheus_client's own calls (label lookup, a lock per value, a bucket loop) cost a request
-more than the rest of a cached decision. With several workers, another worker's last second
-may not be in a scrape yet.
+more than the rest of a cached decision. Events stay bounded: past PENDING of them, the request
+that finds the deque full counts them itself. With several workers, another worker's last
+second may not be in a scrape yet.
 
 Without prometheus_client every recording call is a no-op and `exposition()` is None, so the
 core works without it. With several worker processes (`policyauth serve --workers N`) the
@@ -24,11 +26,14 @@ Series (exactly the names of section 4; more may come under the same prefix):
 from __future__ import annotations
 
 import bisect
+import collections
+import math
 import os
 import tempfile
 import threading
 import time
 from collections.abc import Callable
+from operator import itemgetter
 from typing import Any
 
 try:
@@ -39,6 +44,12 @@ except ImportError:  # the `metrics` extra is not installed: record nothing
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 FLUSH_SECONDS = 1.0
+PENDING = 100_000  # events kept between flushes at most (a few MB)
+# A decision: (status, reason, seconds, the identity cache lookup it counts, or None).
+Event = tuple[int, str, float, str | None]
+_LABELS = itemgetter(0, 1)
+_SECONDS = itemgetter(2)
+_CACHE_RESULT = itemgetter(3)
 # A decision is tens of microseconds from the cache, a provider's round trip otherwise.
 _DECISION_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25, 1, 5)
 
@@ -105,16 +116,24 @@ class Metrics:
         )
         self._children: dict[tuple[Any, ...], Any] = {}
         self._bounds = tuple(self._decision_seconds._upper_bounds)
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # one flush at a time
         self._flusher: threading.Thread | None = None
-        self._reset()
+        # Events not yet in the prometheus series: (status, reason, seconds, cache result or
+        # None) for a decision, the cache result alone for a lookup. `deque.append` and
+        # `popleft` are atomic, so request threads never wait for the flusher.
+        self._events: collections.deque[Event] = collections.deque()
+        self._cache_events: collections.deque[str] = collections.deque()  # lookups alone
+        # A forked worker (gunicorn --preload) has no flusher thread, and its parent's pending
+        # events are the parent's to count.
+        os.register_at_fork(after_in_child=self._forked)
 
-    def _reset(self) -> None:
-        """Counts not yet in the prometheus series (call with the lock held, or in __init__)."""
-        self._pending_decisions: dict[tuple[int, str], int] = {}
-        self._pending_buckets = [0] * len(self._bounds)
-        self._pending_sum = 0.0
-        self._pending_cache: dict[str, int] = {}
+    def _forked(self) -> None:
+        self._events.clear()
+        self._cache_events.clear()
+        self._lock = threading.Lock()
+        if self._flusher is not None:
+            self._flusher = None
+            self._start_flusher()
 
     def _child(self, metric: Any, *labels: str) -> Any:
         key = (id(metric), *labels)
@@ -124,56 +143,70 @@ class Metrics:
         return child
 
     def decision(self, status: int, reason: str, seconds: float) -> None:
-        """On the request path: a few dict and list updates under one lock."""
+        """On the request path: one append. The reason goes in as a plain str (an enum member
+        is a container to the collector): a tuple of plain values leaves the collector's lists
+        at its first pass, so the events waiting for a flush cost collections nothing."""
         if self.enabled:
-            key = (status, reason)
-            with self._lock:
-                pending = self._pending_decisions
-                pending[key] = pending.get(key, 0) + 1
-                self._pending_buckets[bisect.bisect_left(self._bounds, seconds)] += 1
-                self._pending_sum += seconds
-            if self._flusher is None:
-                self._start_flusher()
+            events = self._events
+            plain = reason if type(reason) is str else reason._value_  # type: ignore[attr-defined]
+            events.append((status, plain, seconds, None))
+            if self._flusher is None or len(events) > PENDING:
+                self.overflow()
 
-    def recalled(self, status: int, reason: str, seconds: float, cache: str | None) -> None:
-        """A decision the engine remembered (policyauth/recall.py): what `decision` and, when
-        it rests on a cached identity, `cache` count, under the lock once."""
-        if self.enabled:
-            key = (status, reason)
-            with self._lock:
-                pending = self._pending_decisions
-                pending[key] = pending.get(key, 0) + 1
-                self._pending_buckets[bisect.bisect_left(self._bounds, seconds)] += 1
-                self._pending_sum += seconds
-                if cache is not None:
-                    self._pending_cache[cache] = self._pending_cache.get(cache, 0) + 1
-            if self._flusher is None:
-                self._start_flusher()
+    def queue(self) -> collections.deque[Event] | None:
+        """The events queue itself, for the one caller on every request (remembered decisions,
+        policyauth/recall.py), which appends `(status, reason as a plain str, seconds, cache
+        result or None)` to it without a call of ours, and calls `overflow` when it holds more
+        than PENDING; None without prometheus_client. Starts the flusher."""
+        if not self.enabled:
+            return None
+        if self._flusher is None:
+            self._start_flusher()
+        return self._events
 
     def cache(self, result: str) -> None:
         if self.enabled:
-            with self._lock:
-                self._pending_cache[result] = self._pending_cache.get(result, 0) + 1
-            if self._flusher is None:
-                self._start_flusher()
+            events = self._cache_events
+            events.append(result)
+            if self._flusher is None or len(events) > PENDING:
+                self.overflow()
+
+    def overflow(self) -> None:
+        """The flusher is not running yet, or cannot keep up: start it, or count here."""
+        if self._flusher is None:
+            self._start_flusher()
+        elif self._lock.acquire(blocking=False):  # another thread is counting them already
+            try:
+                self._count()
+            finally:
+                self._lock.release()
 
     def flush(self) -> None:
-        """Move the pending counts into the prometheus series."""
-        if not self.enabled:
-            return
-        with self._lock:
-            decisions, buckets = self._pending_decisions, self._pending_buckets
-            total, cache = self._pending_sum, self._pending_cache
-            self._reset()
-        for (status, reason), count in decisions.items():
+        """Move the pending events into the prometheus series."""
+        if self.enabled:
+            with self._lock:
+                self._count()
+
+    def _count(self) -> None:
+        """Count the events queued so far (with the lock held); those appended meanwhile
+        wait for the next flush. Counted in C (Counter, sorted, bisect), not event by event
+        in Python: this runs on the request path's process, a second of traffic at a time."""
+        decisions = _drain(self._events)
+        lookups = collections.Counter(_drain(self._cache_events))
+        lookups.update(filter(None, map(_CACHE_RESULT, decisions)))
+        for (status, reason), count in collections.Counter(map(_LABELS, decisions)).items():
             self._child(self._decisions, str(status), reason).inc(count)
-        histogram = self._decision_seconds
-        for index, count in enumerate(buckets):
-            if count:  # prometheus_client keeps a value per bucket, as `observe` fills them
-                histogram._buckets[index].inc(count)
-        if any(buckets):
-            histogram._sum.inc(total)
-        for result, count in cache.items():
+        if decisions:
+            histogram = self._decision_seconds
+            seconds = sorted(map(_SECONDS, decisions))
+            below = 0
+            for index, bound in enumerate(self._bounds):  # `le` buckets: seconds <= bound
+                upto = bisect.bisect_right(seconds, bound)
+                if upto > below:  # prometheus_client keeps a value per bucket, as `observe`
+                    histogram._buckets[index].inc(upto - below)
+                below = upto
+            histogram._sum.inc(math.fsum(seconds))
+        for result, count in lookups.items():
             self._child(self._cache, result).inc(count)
 
     def _start_flusher(self) -> None:
@@ -229,3 +262,10 @@ def prepare_workers() -> None:
         return
     if not os.environ.get(MULTIPROC_ENV):
         os.environ[MULTIPROC_ENV] = tempfile.mkdtemp(prefix="policyauth-metrics-")
+
+
+def _drain(queue: collections.deque[Any]) -> list[Any]:
+    """The items in `queue` now, taken out one by one (`popleft` is atomic: an item appended
+    meanwhile by another thread stays for the next drain, none is lost)."""
+    take = queue.popleft
+    return [take() for _ in range(len(queue))]

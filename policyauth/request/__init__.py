@@ -20,6 +20,7 @@ from policyauth.request.credentials import (
     BearerCredential,
     Credential,
     NoCredentials,
+    is_authorization,
     read_credentials,
 )
 from policyauth.request.headers import Headers, normalize_headers
@@ -36,6 +37,7 @@ __all__ = [
     "canonicalize",
     "encode_path",
     "header_problem",
+    "is_authorization",
     "normalize_headers",
     "read_credentials",
 ]

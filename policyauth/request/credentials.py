@@ -89,13 +89,7 @@ def read_credentials(
     """
     if _has_query_token(query):
         return _invalid("tokens in the query string (`access_token`) are not accepted")
-    values = [
-        value
-        for name, value in headers
-        # Normalized names compare as they are; others are folded, and only a name of the
-        # right length can fold to `authorization`.
-        if name == "authorization" or (len(name) == 13 and lower_ascii(name) == "authorization")
-    ]
+    values = [value for name, value in headers if is_authorization(name)]
     if not values:
         return NoCredentials()
     if len(values) > 1:
@@ -106,6 +100,12 @@ def read_credentials(
     if value[:7] == "Bearer " and len(value) - 7 <= max_token and _B64TOKEN.fullmatch(value, 7):
         return BearerCredential(token=value[7:])
     return _parse_authorization(value, max_token)
+
+
+def is_authorization(name: str) -> bool:
+    """Whether a header name is `Authorization`: normalized names compare as they are; others
+    are folded, and only a name of the right length can fold to `authorization`."""
+    return name == "authorization" or (len(name) == 13 and lower_ascii(name) == "authorization")
 
 
 def _invalid(detail: str) -> Rejection:

@@ -144,3 +144,46 @@ def decisions_in(file: Path) -> float:
             ):
                 return float(sample.value)
     return 0.0
+
+
+def test_queued_events_count_as_prometheus_would_observe_them() -> None:
+    """The flusher counts a second of events at once (Counter, sorted, bisect): each bucket,
+    the sum and the count must be what `Histogram.observe` makes of the same durations, bounds
+    included, and appends made by other threads during a flush are counted once, none lost."""
+    registry = prometheus_client.CollectorRegistry()
+    reference = prometheus_client.Histogram(
+        "reference_seconds", "same buckets", buckets=METRICS._bounds[:-1], registry=registry
+    )
+    durations = [0.00005, 0.0001, 0.00004, 0.0002, 0.00025, 0.003, 0.7, 5.0, 9.0, 0.0]
+    durations += [i / 100_000 for i in range(1, 400)]
+    METRICS.flush()
+    before = METRICS.render()[0].decode()
+    events = METRICS.queue()
+    assert events is not None
+
+    def append(part: list[float]) -> None:
+        for seconds in part:
+            events.append((200, "allowed", seconds, "hit"))
+            if seconds == 0.0:  # flushes race with the appends
+                METRICS.flush()
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(append, [durations[i::4] for i in range(4)]))
+    METRICS.flush()
+    after = METRICS.render()[0].decode()
+    for seconds in durations:
+        reference.observe(seconds)
+    expected = prometheus_client.generate_latest(registry).decode()
+
+    def grew(series: str) -> float:
+        return value(after, series) - value(before, series)
+
+    for bound in [*METRICS._bounds[:-1], float("inf")]:
+        label = "+Inf" if bound == float("inf") else repr(float(bound))
+        assert grew(f'policyauth_decision_duration_seconds_bucket{{le="{label}"}}') == value(
+            expected, f'reference_seconds_bucket{{le="{label}"}}'
+        ), label
+    assert grew("policyauth_decision_duration_seconds_count") == len(durations)
+    assert abs(grew("policyauth_decision_duration_seconds_sum") - sum(durations)) < 1e-9
+    assert grew('policyauth_decisions_total{reason="allowed",status="200"}') == len(durations)
+    assert grew('policyauth_identity_cache_total{result="hit"}') == len(durations)
