@@ -380,3 +380,29 @@ def test_requests_with_an_override_or_underscore_header_are_not_remembered(world
         )
         assert (refused.status, refused.reason) == (400, Reason.MALFORMED_REQUEST)
     assert len(world.engine._state.recall) == 0
+
+
+def test_a_name_holding_a_nul_is_not_read_as_two_names(world: World) -> None:
+    """Names are judged once per list, joined with NUL: a name that holds one must not borrow
+    the judgement (and the Authorization position) of the list it looks like once joined."""
+    two = [("authorization", CREDENTIALS["ann"]), ("x", "1")]
+    assert _admin(world).status == 200
+    assert world.engine.authorize_sync("GET", "/admin/x", two).status == 200
+    assert world.engine.authorize_sync("GET", "/admin/x", two).status == 200
+    one = [("authorization\0x", CREDENTIALS["ann"])]
+    refused = world.engine.authorize_sync("GET", "/admin/x", one)
+    assert (refused.status, refused.reason) == (401, Reason.NO_CREDENTIALS)
+
+
+def test_a_value_as_text_and_as_bytes_never_share_a_key(world: World) -> None:
+    """ASGI's bytes are read as latin-1, text as it is: b"\xc3\xa9" and "\xe9" (whose UTF-8
+    is b"\xc3\xa9") are different values, so they never share a key; equal values of one
+    kind always do."""
+    recall = world.engine._state.recall
+    as_bytes = [(b"authorization", "Bearer \u00e9".encode())]
+    as_text = [("authorization", "Bearer \u00e9")]
+    keys = {recall.find("GET", "/admin/x", h)[0] for h in (as_bytes, as_text)}
+    assert len(keys) == 2
+    assert None not in keys
+    again = recall.find("GET", "/admin/x", [("authorization", "Bearer \u00e9")])[0]
+    assert again in keys
