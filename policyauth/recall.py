@@ -124,13 +124,10 @@ class Recall:
             # The names joined in C, not in a Python loop; mixed bytes and text, or pairs
             # that are not pairs, raise and take the full path.
             try:
-                names: bytes | str = b"\0".join(map(_NAME, headers))
-            except TypeError:
-                try:
-                    names = "\0".join(map(_NAME, headers))
-                except (TypeError, IndexError, KeyError):
-                    return NOT_KEYED
-            except (IndexError, KeyError):
+                # ASGI's bytes, or text: the first name tells (a mix raises TypeError).
+                separator = b"\0" if type(headers[0][0]) is bytes else "\0"
+                names: bytes | str = separator.join(map(_NAME, headers))
+            except (TypeError, IndexError, KeyError):
                 return NOT_KEYED
             shape = self._shapes.get(names)
             if shape is None:

@@ -8,6 +8,7 @@ but one well-formed credential).
 """
 
 from policyauth.request.canonical import (
+    DECIDING_HEADERS,
     CanonicalRequest,
     Rejection,
     canonical_target,
@@ -26,6 +27,7 @@ from policyauth.request.credentials import (
 from policyauth.request.headers import Headers, normalize_headers
 
 __all__ = [
+    "DECIDING_HEADERS",
     "BasicCredential",
     "BearerCredential",
     "CanonicalRequest",

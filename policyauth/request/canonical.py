@@ -21,6 +21,10 @@ from policyauth.request.headers import Headers, lower_ascii
 _METHOD = re.compile(r"[A-Z][A-Z-]{0,19}")
 
 _OVERRIDE_HEADERS = frozenset({"x-http-method-override", "x-http-method", "x-method-override"})
+# Every header a decision reads: the one credential, and the overrides it refuses (underscore
+# aliases aside, which only a server that keeps names apart can show). An integration that
+# must rebuild headers (WSGI's environ) may rebuild just these.
+DECIDING_HEADERS = ("authorization", *sorted(_OVERRIDE_HEADERS))
 # Headers that some server or framework would read under an underscore spelling (security
 # reference case F03: uvicorn passes them, WSGI maps both spellings to one environ key).
 _ALIASED_HEADERS = _OVERRIDE_HEADERS | {
