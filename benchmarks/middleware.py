@@ -34,7 +34,7 @@ Every variant gets the same request (`GET /hello` with `Authorization: Bearer ..
 answer 200 `Hello, world!`, and the auth variants to refuse the request without a token.
 Runs go round-robin over every server of a family (so slow drift of the machine hits them
 all alike), `wrk -t1 -c32` each, after a warm-up; a run with errors or non-2xx answers is an
-error. The figure is the median of the runs.
+error.
 
 Targets (issue 13): on httptools + uvloop, policyauth with a cached identity keeps at least 85%
 of the bare throughput AND is faster than `starlette-auth` in the same run; the same for WSGI
@@ -42,8 +42,11 @@ on both servers (at least 85% of bare Flask, faster than the hand-written middle
 missed target is reported (with a cProfile of the policyauth server, also on demand with
 `--profile`), and the exit status stays 0: benchmarks never fail on an absolute figure.
 
-Run from the project root: `python benchmarks/middleware.py` (about 8 minutes), or `--quick`
-(2-second runs, one per variant) as a smoke test.
+Run from the project root: `python benchmarks/middleware.py` (5 rounds of 5-second runs, about
+13 minutes; `--rounds`, `--seconds` and `--stacks` change that), or `--quick` (2-second runs,
+one per variant) as a smoke test. Ratios are medians of round-by-round ratios; each run also
+reads the server's CPU time, so the report gives requests per server CPU-second beside the
+throughput: on a machine shared with other work, that one is the steadier.
 """
 
 from __future__ import annotations
@@ -442,6 +445,14 @@ class Run:
     latency_p50_ms: float
     latency_p99_ms: float
     requests: int
+    server_cpu_seconds: float = 0.0  # the server's processes, user + system, during the run
+
+    @property
+    def per_cpu_second(self) -> float:
+        """Requests per second of the server's own CPU time: what one worker would serve on
+        a CPU of its own. Waits for a CPU taken by other processes are not in it, so it is
+        steadier than `requests_per_second` on a shared machine."""
+        return self.requests / self.server_cpu_seconds if self.server_cpu_seconds else 0.0
 
 
 _UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
@@ -454,10 +465,29 @@ def _ms(text: str) -> float:
     return float(match.group(1)) * _UNITS_MS[match.group(2)]
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process and its descendants (gunicorn's worker is a
+    child of its master), from /proc; 0 where /proc is missing."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total, pending = 0.0, [pid]
+    while pending:
+        current = pending.pop()
+        try:
+            stat = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
+        except OSError:
+            continue
+        total += (int(stat[11]) + int(stat[12])) / tick
+        pending += [int(child) for child in children]
+    return total
+
+
 def run_wrk(wrk: str, server: Server, seconds: int) -> Run:
     command = [*_taskset(LOAD_CPU), wrk, "-t1", "-c32", f"-d{seconds}s", "--latency"]
     command += ["-H", f"Authorization: {server.authorization}", server.url]
+    cpu_before = _cpu_seconds(server.process.pid)
     result = subprocess.run(command, capture_output=True, text=True, check=True)
+    cpu = _cpu_seconds(server.process.pid) - cpu_before
     text = result.stdout
     problems = [
         line.strip()
@@ -472,7 +502,7 @@ def run_wrk(wrk: str, server: Server, seconds: int) -> Run:
     p99 = re.search(r"^\s+99%\s+(\S+)", text, re.MULTILINE)
     if not (rate and total and p50 and p99):
         raise RuntimeError(f"cannot read wrk's output:\n{text}")
-    return Run(float(rate.group(1)), _ms(p50.group(1)), _ms(p99.group(1)), int(total.group(1)))
+    return Run(float(rate.group(1)), _ms(p50.group(1)), _ms(p99.group(1)), int(total.group(1)), cpu)
 
 
 @contextlib.contextmanager
@@ -670,51 +700,75 @@ GOALS = {
 }
 
 
-def run(*, quick: bool, profile: bool) -> tuple[list[str], str]:
+def run(
+    *, quick: bool, profile: bool, rounds: int, seconds: int, stacks: Sequence[str]
+) -> tuple[list[str], str]:
     wrk = ensure_wrk()
-    seconds, rounds, warmup = (2, 1, 1) if quick else (5, 3, 2)
+    warmup = 1 if quick else 2
     families = [
-        [(stack, variant) for stack in ASGI_STACKS for variant in ASGI_VARIANTS],
-        [(stack, variant) for stack in WSGI_STACKS for variant in WSGI_VARIANTS],
+        [(stack, variant) for stack in ASGI_STACKS if stack in stacks for variant in ASGI_VARIANTS],
+        [(stack, variant) for stack in WSGI_STACKS if stack in stacks for variant in WSGI_VARIANTS],
     ]
     load_before = _common._load_average()
     results: dict[tuple[str, str], list[Run]] = {}
     with tempfile.TemporaryDirectory(prefix="pa-bench-") as temporary:
         workdir = Path(temporary)
-        for family in families:
+        for family in filter(None, families):
             with servers(family, workdir) as started:
                 for key in family:  # warm-up: imports, caches, the identity cache
                     run_wrk(wrk, started[key], warmup)
-                for _ in range(rounds):
-                    for key in family:
+                for number in range(rounds):
+                    # Each round starts one server later, so no variant always runs first.
+                    shift = number % len(family)
+                    for key in family[shift:] + family[:shift]:
                         results.setdefault(key, []).append(run_wrk(wrk, started[key], seconds))
-        median = {
-            k: statistics.median(r.requests_per_second for r in v) for k, v in results.items()
-        }
-        summary, missed = _verdicts(median)
-        wanted = profile or missed
+        chosen = [stack for stack in [*ASGI_STACKS, *WSGI_STACKS] if stack in stacks]
+        summary, missed = _verdicts(results, chosen)
+        wanted = (profile or missed) and "httptools" in chosen
         profile_lines = profile_policyauth(wrk, workdir, seconds) if wanted else []
 
     body = ["## Setup", "", *_setup(wrk, seconds, rounds, warmup, load_before), ""]
     body += ["## Goals", "", *summary, ""]
-    for stack in [*ASGI_STACKS, *WSGI_STACKS]:
-        body += [f"## {STACK_LABELS[stack]}", "", _table(stack, results, median), ""]
+    for stack in chosen:
+        body += [f"## {STACK_LABELS[stack]}", "", _table(stack, results), ""]
     if profile_lines:
         body += ["## Profile", "", *profile_lines]
-    printed = "\n".join(
-        [*(_table(stack, results, median) for stack in [*ASGI_STACKS, *WSGI_STACKS]), *summary]
-    )
+    printed = "\n".join([*(_table(stack, results) for stack in chosen), *summary])
     return body, printed
 
 
-def _verdicts(median: dict[tuple[str, str], float]) -> tuple[list[str], bool]:
-    """One line per stack: policyauth against bare and against the hand-written auth."""
+def _paired(
+    results: dict[tuple[str, str], list[Run]], stack: str, variant: str, peer: str, measure: str
+) -> list[float]:
+    """`variant` over `peer`, round by round (each round runs both within seconds of each
+    other, so the machine's slow drift cancels out); `measure` is a Run attribute."""
+    return [
+        getattr(ours, measure) / getattr(theirs, measure)
+        for ours, theirs in zip(results[stack, variant], results[stack, peer], strict=True)
+    ]
+
+
+def _verdicts(
+    results: dict[tuple[str, str], list[Run]], stacks: Sequence[str]
+) -> tuple[list[str], bool]:
+    """One line per stack: policyauth against bare and against the hand-written auth, as the
+    median of the round-by-round ratios of throughput; the same ratios of requests per
+    server CPU-second are shown beside them (steadier when other processes share the CPUs)."""
     lines, missed = [], False
-    for stack in [*ASGI_STACKS, *WSGI_STACKS]:
-        ours = median[stack, "policyauth-cache"]
-        kept = ours / median[stack, "bare"]
+    for stack in stacks:
         peer = GOALS.get(stack) or "starlette-auth"
-        versus = ours / median[stack, peer]
+        kept = statistics.median(
+            _paired(results, stack, "policyauth-cache", "bare", "requests_per_second")
+        )
+        versus = statistics.median(
+            _paired(results, stack, "policyauth-cache", peer, "requests_per_second")
+        )
+        kept_cpu = statistics.median(
+            _paired(results, stack, "policyauth-cache", "bare", "per_cpu_second")
+        )
+        versus_cpu = statistics.median(
+            _paired(results, stack, "policyauth-cache", peer, "per_cpu_second")
+        )
         if stack in GOALS:
             met = kept >= TARGET_RATIO and versus > 1
             missed = missed or not met
@@ -725,11 +779,16 @@ def _verdicts(median: dict[tuple[str, str], float]) -> tuple[list[str], bool]:
             verdict = " (no goal on this stack; shown for comparison)"
         line = (
             f"- {STACK_LABELS[stack]}: policyauth with a cached identity keeps {kept:.1%} of the"
-            f" bare app and does {versus:.2f}x the throughput of the {LABELS[peer]}.{verdict}"
+            f" bare app and does {versus:.2f}x the throughput of the {LABELS[peer]}"
+            f" (per server CPU-second: {kept_cpu:.1%} and {versus_cpu:.2f}x).{verdict}"
         )
         if stack in ASGI_STACKS:
-            fixed = median[stack, "policyauth-fixed"] / median[stack, "bare"]
-            jwt_kept = median[stack, "fastapi-jwt"] / median[stack, "bare"]
+            fixed = statistics.median(
+                _paired(results, stack, "policyauth-fixed", "bare", "requests_per_second")
+            )
+            jwt_kept = statistics.median(
+                _paired(results, stack, "fastapi-jwt", "bare", "requests_per_second")
+            )
             line += (
                 f" The middleware with a fixed decision keeps {fixed:.1%}; FastAPI + HTTPBearer"
                 f" + PyJWT keeps {jwt_kept:.1%} (of bare Starlette)."
@@ -738,25 +797,37 @@ def _verdicts(median: dict[tuple[str, str], float]) -> tuple[list[str], bool]:
     return lines, missed
 
 
-def _table(
-    stack: str, results: dict[tuple[str, str], list[Run]], median: dict[tuple[str, str], float]
-) -> str:
+def _table(stack: str, results: dict[tuple[str, str], list[Run]]) -> str:
     variants = ASGI_VARIANTS if stack in ASGI_STACKS else WSGI_VARIANTS
     rows = []
     for variant in variants:
         runs = results[stack, variant]
+        kept = _paired(results, stack, variant, "bare", "requests_per_second")
+        kept_cpu = _paired(results, stack, variant, "bare", "per_cpu_second")
         rows.append(
             [
                 LABELS[variant],
-                f"{median[stack, variant]:,.0f}",
+                f"{statistics.median(r.requests_per_second for r in runs):,.0f}",
                 ", ".join(f"{r.requests_per_second:,.0f}" for r in runs),
-                f"{median[stack, variant] / median[stack, 'bare']:.1%}",
+                f"{statistics.median(kept):.1%} ({min(kept):.0%}-{max(kept):.0%})",
+                f"{statistics.median(r.per_cpu_second for r in runs):,.0f}",
+                f"{statistics.median(kept_cpu):.1%}",
                 f"{statistics.median(r.latency_p50_ms for r in runs):.2f} ms",
                 f"{statistics.median(r.latency_p99_ms for r in runs):.2f} ms",
             ]
         )
     return _common.markdown_table(
-        [STACK_LABELS[stack], "req/s (median)", "runs", "of bare", "p50", "p99"], rows
+        [
+            STACK_LABELS[stack],
+            "req/s (median)",
+            "runs",
+            "of bare, by round (median, range)",
+            "req per server CPU-s",
+            "of bare, per CPU-s",
+            "p50",
+            "p99",
+        ],
+        rows,
     )
 
 
@@ -785,7 +856,9 @@ def _setup(wrk: str, seconds: int, rounds: int, warmup: int, load_before: str) -
         f"- load: `taskset -c {LOAD_CPU} wrk -t1 -c32 -d{seconds}s --latency`"
         f" ({_wrk_version(wrk)}), `GET /hello` with `Authorization: Bearer ...`",
         f"- {rounds} run(s) per variant, round-robin over every server of a family (ASGI, then"
-        f" WSGI), after a {warmup} s warm-up each; the median run is the figure",
+        f" WSGI), each round starting one server later, after a {warmup} s warm-up each; a"
+        " ratio is the median of the round-by-round ratios (both runs of a pair are seconds"
+        " apart); the server's CPU time (user + system, from /proc) is read around each run",
         f"- load average (1, 5, 15 min) before the run: {load_before}",
     ]
 
@@ -804,10 +877,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--quick", action="store_true", help="2 s runs, one per variant")
     parser.add_argument("--profile", action="store_true", help="add a cProfile of the server")
+    parser.add_argument("--rounds", type=int, help="runs per variant (default 5; quick: 1)")
+    parser.add_argument("--seconds", type=int, help="seconds per run (default 5; quick: 2)")
+    stacks = [*ASGI_STACKS, *WSGI_STACKS]
+    parser.add_argument(
+        "--stacks", default=",".join(stacks), help=f"comma-separated, of {', '.join(stacks)}"
+    )
     parser.add_argument("--report", help="report path (default: benchmarks/reports/middleware.md)")
     args = parser.parse_args(argv)
-    body, printed = run(quick=args.quick, profile=args.profile)
+    chosen = [stack for stack in args.stacks.split(",") if stack]
+    unknown = sorted(set(chosen) - set(stacks))
+    if unknown:
+        parser.error(f"unknown stacks: {', '.join(unknown)}")
+    rounds = args.rounds or (1 if args.quick else 5)
+    seconds = args.seconds or (2 if args.quick else 5)
+    body, printed = run(
+        quick=args.quick, profile=args.profile, rounds=rounds, seconds=seconds, stacks=chosen
+    )
     flags = [f for f, on in (("--quick", args.quick), ("--profile", args.profile)) if on]
+    flags += [f"--rounds {rounds}", f"--seconds {seconds}"]
+    if chosen != stacks:
+        flags.append(f"--stacks {','.join(chosen)}")
     path = _common.report_path(args.report, "middleware", quick=args.quick)
     _common.write_report(
         path,
