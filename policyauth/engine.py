@@ -297,7 +297,7 @@ class _State:
         self.at_hand = getattr(self.identities, "identify_now", None)
         self._located: dict[tuple[str, str], Located] = {}
         # Requests seen lately, straight to their decision (policyauth/recall.py says when).
-        self.recall = Recall(self.identities, METRICS.queue())
+        self.recall = Recall(self.identities)
 
     def begin(
         self,

@@ -34,7 +34,6 @@ It keeps every rule of the full path:
 
 from __future__ import annotations
 
-import collections
 import hashlib
 import itertools
 import secrets
@@ -89,9 +88,7 @@ class Recall:
         "_text_mac",
     )
 
-    def __init__(self, identities: object, events: collections.deque[Any] | None = None) -> None:
-        """`events`: the metrics' queue (`Metrics.queue`), where a remembered decision is
-        counted as the full path would count it; None without metrics."""
+    def __init__(self, identities: object) -> None:
         # One key each for ASGI's bytes values, text values and long targets: a value of one
         # kind never shares a MAC with a value of another (b"\xe9" and "\xe9" differ).
         self._bytes_mac = _mac()
@@ -103,7 +100,9 @@ class Recall:
         self._cache_key: CacheKey | None = getattr(identities, "cache_key", None)
         self._cached: Cached | None = getattr(identities, "cached", None)
         self._lock = threading.Lock()
-        self._events = events
+        # The metrics' queue, where a remembered decision is counted as the full path would
+        # count it (None without prometheus_client), and what to call when it is too long.
+        self._events = METRICS.queue()
         self._overflow = METRICS.overflow
 
     def find(self, method: str, target: str, headers: Any) -> Found:
