@@ -22,7 +22,6 @@ from policyauth.identity.source import IdentityResult, IdentitySource, Invalid, 
 from policyauth.loader import load
 from policyauth.logline import DECISIONS, log_line
 from policyauth.observe import METRICS, DecisionLog
-from policyauth.recall import NOT_KEYED as _NOT_KEYED
 from policyauth.recall import Recall
 from policyauth.request import Rejection, normalize_headers
 
@@ -115,10 +114,7 @@ class Engine:
         """Decide one request; `target` is the raw request target (`/a/b?x=1`), or the
         Rejection an integration found in it (a mount that does not match), answered 400."""
         state = self._state  # read once: this decision uses one policy, whatever reloads
-        started = perf_counter() if state.observed else 0.0
-        key, decision, result = (
-            state.recall.find(method, target, headers) if isinstance(target, str) else _NOT_KEYED
-        )
+        key, decision, started = state.remembered(method, target, headers)
         if decision is None:
             step = state.begin(method, target, headers, key, started)
             # A decision made without an identity costs no second coroutine.
@@ -127,8 +123,6 @@ class Engine:
                 if isinstance(step, Pending)
                 else step
             )
-        elif state.decisions is not None:
-            state.recalled(method, target, decision, result, started)
         if _logging_decisions(logging.INFO):
             log_line(method, target, state.locate(method, target), decision)
         return decision
@@ -138,10 +132,7 @@ class Engine:
     ) -> Decision:
         """The same decision as `authorize`, for synchronous servers (WSGI)."""
         state = self._state
-        started = perf_counter() if state.observed else 0.0
-        key, decision, result = (
-            state.recall.find(method, target, headers) if isinstance(target, str) else _NOT_KEYED
-        )
+        key, decision, started = state.remembered(method, target, headers)
         if decision is None:
             step = state.begin(method, target, headers, key, started)
             decision = (
@@ -149,8 +140,6 @@ class Engine:
                 if isinstance(step, Pending)
                 else step
             )
-        elif state.decisions is not None:
-            state.recalled(method, target, decision, result, started)
         if _logging_decisions(logging.INFO):
             log_line(method, target, state.locate(method, target), decision)
         return decision
@@ -319,19 +308,20 @@ class _State:
                 self.seen(method, target, step, None, started)
         return step
 
-    def recalled(
-        self,
-        method: str,
-        target: str | Rejection,
-        decision: Decision,
-        result: IdentityResult | None,
-        started: float,
-    ) -> None:
-        """A remembered decision, to the decision log (`Recall.find` counted it already)."""
-        assert self.decisions is not None
-        raw = target if isinstance(target, str) else "-"
-        cached = None if result is None else True
-        self.decisions.record(method, raw, decision, cached, perf_counter() - started)
+    def remembered(
+        self, method: str, target: str | Rejection, headers: HeadersIn
+    ) -> tuple[Hashable | None, Decision | None, float]:
+        """The first step of every decision, shared by both paths: the recall key (None: not
+        rememberable), the remembered decision if any (`Recall.find` counts it in the
+        metrics; the decision log is written here), and the start time for the metrics."""
+        started = perf_counter() if self.observed else 0.0
+        if not isinstance(target, str):
+            return None, None, started
+        key, decision, result = self.recall.find(method, target, headers)
+        if decision is not None and self.decisions is not None:
+            cached = None if result is None else True
+            self.decisions.record(method, target, decision, cached, perf_counter() - started)
+        return key, decision, started
 
     def end(
         self,

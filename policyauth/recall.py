@@ -65,7 +65,7 @@ Cached = Callable[[bytes], "IdentityResult | None"]
 # `Recall.find`'s answer: the key (None: not rememberable), the remembered decision (None:
 # none) and the cached identity result it rests on (None: it needs none).
 Found = tuple["Hashable | None", "Decision | None", "IdentityResult | None"]
-NOT_KEYED: Found = (None, None, None)
+_NOT_KEYED: Found = (None, None, None)
 # An entry: (a call that gives the decision, the identity cache key it rests on or None, a
 # weak reference to the cached identity result or None). The call is a weak reference for a
 # decision held in the identity's memo, else `repeat(decision).__next__` (a strong one).
@@ -117,7 +117,7 @@ class Recall:
         if type(headers) is not list:  # ASGI's list first: ABC checks are slow
             headers = _pairs(headers)
             if headers is None:
-                return NOT_KEYED
+                return _NOT_KEYED
         digest = None
         if headers:
             # The names joined in C, not in a Python loop; mixed bytes and text, or pairs
@@ -127,13 +127,13 @@ class Recall:
                 separator = b"\0" if type(headers[0][0]) is bytes else "\0"
                 names: bytes | str = separator.join(map(_NAME, headers))
             except (TypeError, IndexError, KeyError):
-                return NOT_KEYED
+                return _NOT_KEYED
             shape = self._shapes.get(names)
             if shape is None:
                 shape = self._judge(names)
             count, at = shape
             if count != len(headers):  # the count tells a name holding a NUL from two names
-                return NOT_KEYED
+                return _NOT_KEYED
             if at >= 0:
                 try:  # bytes for bytes names, text (as UTF-8) for text names; else an error
                     value = headers[at][1]
@@ -144,7 +144,7 @@ class Recall:
                         mac = self._text_mac.copy()
                         mac.update(value.encode("utf-8", "surrogatepass"))
                 except (TypeError, AttributeError, IndexError, KeyError):
-                    return NOT_KEYED
+                    return _NOT_KEYED
                 digest = mac.digest()
         key: Hashable | None
         if len(target) <= _KEPT_TARGET and "?" not in target and len(method) <= _KEPT_METHOD:
@@ -152,7 +152,7 @@ class Recall:
         else:
             key = self._long_key(method, target, digest)
             if key is None:
-                return NOT_KEYED
+                return _NOT_KEYED
         entry = self._entries.get(key)
         if entry is None:
             return key, None, None
