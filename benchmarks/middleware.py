@@ -527,7 +527,6 @@ def decision_steps() -> list[str]:
     """Where the middleware's time goes, in process: the benchmark request's decision and each
     of its steps timed alone (best of five loops, collector off), free of a profiler's cost."""
     import asyncio
-    import gc
 
     import httpx
 
@@ -549,29 +548,14 @@ def decision_steps() -> list[str]:
     name = step.authenticators[0]
     identity = static.identify_sync(name, step.credential)
     assert cached.authorize_sync("GET", "/hello", raw).allowed  # fills the identity cache
+    recall = cached._state.recall
     scope = {"type": "http", "method": "GET", "path": "/hello", "raw_path": b"/hello"}
     scope |= {"root_path": "", "query_string": b"", "headers": raw}
 
     async def downstream(scope: Any, receive: Any, send: Any) -> None:
         return None
 
-    middleware = PolicyAuthMiddleware(downstream, engine=engine)
-
-    def timed(call: Any, count: int = 20_000) -> float:
-        for _ in range(count // 10):
-            call()
-        best = float("inf")
-        gc.collect()
-        gc.disable()
-        try:
-            for _ in range(5):
-                start = time.perf_counter_ns()
-                for _ in range(count):
-                    call()
-                best = min(best, (time.perf_counter_ns() - start) / count)
-        finally:
-            gc.enable()
-        return best
+    middleware = PolicyAuthMiddleware(downstream, engine=cached)
 
     def timed_async(make: Any, count: int = 20_000) -> float:
         """Awaited `count` times in one coroutine, as a server's task awaits the middleware."""
@@ -580,24 +564,28 @@ def decision_steps() -> list[str]:
             for _ in range(count):
                 await make()
 
-        return timed(lambda: asyncio.run(calls()), 1) / count
+        return _best_ns(lambda: asyncio.run(calls()), 1) / count
 
     steps = [
         (
-            "`PolicyAuthMiddleware` call (the app does nothing)",
+            "`PolicyAuthMiddleware` call, remembered decision (the app does nothing)",
             timed_async(lambda: middleware(dict(scope), None, None)),  # type: ignore[arg-type]
         ),
         (
-            "`await Engine.authorize`, StaticIdentitySource",
-            timed_async(lambda: engine.authorize("GET", "/hello", raw)),
+            "`await Engine.authorize`, remembered decision",
+            timed_async(lambda: cached.authorize("GET", "/hello", raw)),
         ),
         (
-            "`Engine.authorize_sync`, StaticIdentitySource",
-            timed(lambda: engine.authorize_sync("GET", "/hello", raw)),
-        ),
-        (
-            "`Engine.authorize_sync`, identity cache hit",
+            "`Engine.authorize_sync`, remembered decision",
             timed(lambda: cached.authorize_sync("GET", "/hello", raw)),
+        ),
+        (
+            "- `Recall.find` (key, lookup, identity cache check, metrics)",
+            timed(lambda: recall.find("GET", "/hello", raw)),
+        ),
+        (
+            "`Engine.authorize_sync`, full path (StaticIdentitySource: nothing remembered)",
+            timed(lambda: engine.authorize_sync("GET", "/hello", raw)),
         ),
         ("- normalize_headers", timed(lambda: normalize_headers(raw))),
         (
@@ -618,10 +606,159 @@ def decision_steps() -> list[str]:
     rows = [[label, f"{ns / 1000:.2f} µs"] for label, ns in steps]
     return [
         "The benchmark request's decision in process, each step timed alone (best of five"
-        " loops, collector off): the middleware's own code is the difference between the first"
-        " two rows; the rest is the engine's, whose steps follow (as `decide.py` times them).",
+        " loops, collector off). A repeated request is answered from the engine's remembered"
+        " decisions (policyauth/recall.py); the full path, and its steps as `decide.py` times"
+        " them, follow.",
         "",
         _common.markdown_table(["step", "time per request"], rows),
+    ]
+
+
+def timed(call: Any, count: int = 20_000) -> float:
+    """Nanoseconds per call, best of five loops of `count`, collector off."""
+    return _best_ns(call, count) / count
+
+
+def _best_ns(call: Any, count: int) -> float:
+    import gc
+
+    for _ in range(max(count // 10, 1)):
+        call()
+    best = float("inf")
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(5):
+            start = time.perf_counter_ns()
+            for _ in range(count):
+                call()
+            best = min(best, time.perf_counter_ns() - start)
+    finally:
+        gc.enable()
+    return best
+
+
+def in_process() -> list[str]:
+    """Each variant's whole application called in process, its request built afresh each time
+    (the ASGI scope with new header bytes; the WSGI environ of gunicorn), variants in turn for
+    30 rounds, best round each: the cost of the auth in microseconds, without a server, a
+    network or a load generator (the steady figure beside the noisy ones)."""
+    import asyncio
+
+    asgi: dict[str, Any] = {}
+    wsgi: dict[str, Any] = {}
+    for variant in ASGI_VARIANTS:
+        os.environ["PA_BENCH_VARIANT"] = variant
+        asgi[variant] = create_app()
+    for variant in WSGI_VARIANTS:
+        os.environ["PA_BENCH_VARIANT"] = variant
+        wsgi[variant] = create_wsgi_app()
+    os.environ.pop("PA_BENCH_VARIANT", None)
+
+    def scope(variant: str) -> dict[str, Any]:
+        token = jwt_token() if variant == "fastapi-jwt" else TOKEN
+        headers = [
+            (b"host", f"{HOST}:8000".encode()),
+            (b"authorization", b"Bearer " + token.encode()),
+        ]
+        return {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "GET",
+            "scheme": "http",
+            "path": "/hello",
+            "raw_path": b"/hello",
+            "query_string": b"",
+            "root_path": "",
+            "headers": headers,
+            "client": (HOST, 50000),
+            "server": (HOST, 8000),
+            "state": {},
+            "extensions": {},
+        }
+
+    def environ() -> dict[str, Any]:
+        return {
+            "REQUEST_METHOD": "GET",
+            "SCRIPT_NAME": "",
+            "PATH_INFO": "/hello",
+            "QUERY_STRING": "",
+            "RAW_URI": "/hello",
+            "SERVER_PROTOCOL": "HTTP/1.1",
+            "SERVER_NAME": HOST,
+            "SERVER_PORT": "8000",
+            "REMOTE_ADDR": HOST,
+            "REMOTE_PORT": "50000",
+            "HTTP_HOST": f"{HOST}:8000",
+            "HTTP_AUTHORIZATION": "Bearer " + TOKEN,
+            "wsgi.url_scheme": "http",
+            "wsgi.input": io.BytesIO(),
+            "wsgi.errors": sys.stderr,
+            "wsgi.version": (1, 0),
+            "wsgi.multithread": False,
+            "wsgi.multiprocess": False,
+            "wsgi.run_once": False,
+        }
+
+    statuses: list[int | str] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            statuses.append(message["status"])
+
+    def start_response(status: str, headers: Any, exc_info: Any = None) -> None:
+        statuses.append(status)
+
+    async def asgi_round(variant: str, count: int) -> float:
+        app = asgi[variant]
+        start = time.perf_counter()
+        for _ in range(count):
+            await app(scope(variant), receive, send)
+        return (time.perf_counter() - start) / count
+
+    def wsgi_round(variant: str, count: int) -> float:
+        app = wsgi[variant]
+        start = time.perf_counter()
+        for _ in range(count):
+            b"".join(app(environ(), start_response))
+        return (time.perf_counter() - start) / count
+
+    async def measure() -> dict[tuple[str, str], float]:
+        best: dict[tuple[str, str], float] = {}
+        for variant in ASGI_VARIANTS:
+            await asgi_round(variant, 300)  # warm-up, and the identity cache filled
+        for variant in WSGI_VARIANTS:
+            wsgi_round(variant, 300)
+        if set(statuses) != {200, "200 OK"}:
+            raise RuntimeError(f"in process, a variant answered {sorted(map(str, set(statuses)))}")
+        for _ in range(30):
+            for variant in ASGI_VARIANTS:
+                taken = await asgi_round(variant, 1000 if variant != "fastapi-jwt" else 100)
+                best["asgi", variant] = min(best.get(("asgi", variant), taken), taken)
+            for variant in WSGI_VARIANTS:
+                taken = wsgi_round(variant, 500)
+                best["wsgi", variant] = min(best.get(("wsgi", variant), taken), taken)
+        return best
+
+    best = asyncio.run(measure())
+    rows = []
+    for family, variants in (("asgi", ASGI_VARIANTS), ("wsgi", WSGI_VARIANTS)):
+        bare = best[family, "bare"]
+        for variant in variants:
+            label = f"{'Starlette' if family == 'asgi' else 'Flask'}: {LABELS[variant]}"
+            took = best[family, variant]
+            rows.append([label, f"{took * 1e6:.2f} µs", f"{(took - bare) * 1e6:+.2f} µs"])
+    return [
+        "Each application called in process (no server, no network): a request built afresh"
+        " each time, variants in turn over 30 rounds, the best round of each. `over bare` is"
+        " what the auth adds to a request; the server tables above add the server's own work"
+        " (tens of microseconds) to every variant alike.",
+        "",
+        _common.markdown_table(["application", "per request", "over bare"], rows),
     ]
 
 
@@ -724,6 +861,7 @@ def run(
                         results.setdefault(key, []).append(run_wrk(wrk, started[key], seconds))
         chosen = [stack for stack in [*ASGI_STACKS, *WSGI_STACKS] if stack in stacks]
         summary, missed = _verdicts(results, chosen)
+        process_lines = in_process()
         wanted = (profile or missed) and "httptools" in chosen
         profile_lines = profile_policyauth(wrk, workdir, seconds) if wanted else []
 
@@ -731,6 +869,7 @@ def run(
     body += ["## Goals", "", *summary, ""]
     for stack in chosen:
         body += [f"## {STACK_LABELS[stack]}", "", _table(stack, results), ""]
+    body += ["## In process", "", *process_lines, ""]
     if profile_lines:
         body += ["## Profile", "", *profile_lines]
     printed = "\n".join([*(_table(stack, results) for stack in chosen), *summary])

@@ -46,7 +46,7 @@ from typing import Any
 
 from policyauth.decision import Decision
 from policyauth.identity.source import Identity, IdentityResult
-from policyauth.observe.metrics import METRICS, PENDING
+from policyauth.observe.metrics import METRICS, PENDING, Labels, labels
 from policyauth.request import header_problem, is_authorization, normalize_headers
 
 SIZE = 4096  # remembered requests per engine generation
@@ -67,9 +67,10 @@ Cached = Callable[[bytes], "IdentityResult | None"]
 Found = tuple["Hashable | None", "Decision | None", "IdentityResult | None"]
 _NOT_KEYED: Found = (None, None, None)
 # An entry: (a call that gives the decision, the identity cache key it rests on or None, a
-# weak reference to the cached identity result or None). The call is a weak reference for a
-# decision held in the identity's memo, else `repeat(decision).__next__` (a strong one).
-Entry = tuple[Callable[[], "Decision | None"], "bytes | None", Any]
+# weak reference to the cached identity result or None, the labels a hit is counted under in
+# the metrics). The call is a weak reference for a decision held in the identity's memo, else
+# `repeat(decision).__next__` (a strong one).
+Entry = tuple[Callable[[], "Decision | None"], "bytes | None", Any, Labels]
 
 
 class Recall:
@@ -158,7 +159,7 @@ class Recall:
             return key, None, None
         # The entry's decision while what it rests on still holds (counted in the metrics as
         # the full path would count it); else it is forgotten.
-        fetch, cache_key, weak_result = entry
+        fetch, cache_key, weak_result, counted = entry
         decision = fetch()
         result = None
         if cache_key is not None:
@@ -171,9 +172,7 @@ class Recall:
                 return key, None, None
         events = self._events
         if events is not None:  # Metrics.queue's event, appended here: no call on this path
-            cache = None if result is None else "hit" if type(result) is Identity else "negative"
-            seconds = perf_counter() - started
-            events.append((decision.status, decision.reason._value_, seconds, cache))  # type: ignore[union-attr]
+            events.append((counted, perf_counter() - started))
             if len(events) > PENDING:
                 self._overflow()
         return key, decision, result
@@ -216,7 +215,8 @@ class Recall:
         rests on `result`, which must be what the identity cache holds for the credential now
         (nothing is remembered otherwise: a store's answer, or one the cache did not keep)."""
         if authenticator is None:
-            self._put(key, (itertools.repeat(decision).__next__, None, None))
+            counted = labels(decision.status, decision.reason, None)
+            self._put(key, (itertools.repeat(decision).__next__, None, None, counted))
             return
         if self._cache_key is None or self._cached is None or result is None:
             return
@@ -228,7 +228,10 @@ class Recall:
             fetch = itertools.repeat(decision).__next__
         else:  # lives in the identity's memo: held weakly, so as not to keep claims alive
             fetch = weakref.ref(decision)
-        self._put(key, (fetch, cache_key, weakref.ref(result)))
+        # Counted as the full path counts it: the decision, and the identity cache lookup.
+        lookup = "hit" if type(result) is Identity else "negative"
+        counted = labels(decision.status, decision.reason, lookup)
+        self._put(key, (fetch, cache_key, weakref.ref(result), counted))
 
     def _put(self, key: Hashable, entry: Entry) -> None:
         with self._lock:

@@ -45,11 +45,12 @@ except ImportError:  # the `metrics` extra is not installed: record nothing
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 FLUSH_SECONDS = 1.0
 PENDING = 100_000  # events kept between flushes at most (a few MB)
-# A decision: (status, reason, seconds, the identity cache lookup it counts, or None).
-Event = tuple[int, str, float, str | None]
-_LABELS = itemgetter(0, 1)
-_SECONDS = itemgetter(2)
-_CACHE_RESULT = itemgetter(3)
+# A decision: its labels (status, reason as a plain str, the identity cache lookup it counts
+# or None), made once per remembered decision, and its seconds.
+Labels = tuple[int, str, str | None]
+Event = tuple[Labels, float]
+_LABELS = itemgetter(0)
+_SECONDS = itemgetter(1)
 # A decision is tens of microseconds from the cache, a provider's round trip otherwise.
 _DECISION_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25, 1, 5)
 
@@ -143,21 +144,18 @@ class Metrics:
         return child
 
     def decision(self, status: int, reason: str, seconds: float) -> None:
-        """On the request path: one append. The reason goes in as a plain str (an enum member
-        is a container to the collector): a tuple of plain values leaves the collector's lists
-        at its first pass, so the events waiting for a flush cost collections nothing."""
+        """On the request path: one append."""
         if self.enabled:
             events = self._events
-            plain = reason if type(reason) is str else reason._value_  # type: ignore[attr-defined]
-            events.append((status, plain, seconds, None))
+            events.append((labels(status, reason, None), seconds))
             if self._flusher is None or len(events) > PENDING:
                 self.overflow()
 
     def queue(self) -> collections.deque[Event] | None:
         """The events queue itself, for the one caller on every request (remembered decisions,
-        policyauth/recall.py), which appends `(status, reason as a plain str, seconds, cache
-        result or None)` to it without a call of ours, and calls `overflow` when it holds more
-        than PENDING; None without prometheus_client. Starts the flusher."""
+        policyauth/recall.py), which appends `(labels(...), seconds)` to it without a call of
+        ours, and calls `overflow` when it holds more than PENDING; None without
+        prometheus_client. Starts the flusher."""
         if not self.enabled:
             return None
         if self._flusher is None:
@@ -193,9 +191,10 @@ class Metrics:
         in Python: this runs on the request path's process, a second of traffic at a time."""
         decisions = _drain(self._events)
         lookups = collections.Counter(_drain(self._cache_events))
-        lookups.update(filter(None, map(_CACHE_RESULT, decisions)))
-        for (status, reason), count in collections.Counter(map(_LABELS, decisions)).items():
+        for (status, reason, cache), count in collections.Counter(map(_LABELS, decisions)).items():
             self._child(self._decisions, str(status), reason).inc(count)
+            if cache is not None:
+                lookups[cache] += count
         if decisions:
             histogram = self._decision_seconds
             seconds = sorted(map(_SECONDS, decisions))
@@ -269,3 +268,11 @@ def _drain(queue: collections.deque[Any]) -> list[Any]:
     meanwhile by another thread stays for the next drain, none is lost)."""
     take = queue.popleft
     return [take() for _ in range(len(queue))]
+
+
+def labels(status: int, reason: str, cache: str | None) -> Labels:
+    """A decision's labels as its event carries them. The reason goes in as a plain str (an
+    enum member is a container to the collector): a tuple of plain values leaves the
+    collector's lists at its first pass, so the events waiting for a flush cost collections
+    nothing."""
+    return status, reason if type(reason) is str else reason._value_, cache  # type: ignore[attr-defined]

@@ -15,7 +15,9 @@ from prometheus_client import multiprocess
 from serve_servers import get, serving, write_policy
 
 import policyauth
+from policyauth.decision import Reason
 from policyauth.observe import METRICS, exposition
+from policyauth.observe.metrics import labels
 
 SERIES = {
     "policyauth_decisions_total",
@@ -163,7 +165,7 @@ def test_queued_events_count_as_prometheus_would_observe_them() -> None:
 
     def append(part: list[float]) -> None:
         for seconds in part:
-            events.append((200, "allowed", seconds, "hit"))
+            events.append((labels(200, Reason.ALLOWED, "hit"), seconds))
             if seconds == 0.0:  # flushes race with the appends
                 METRICS.flush()
 
