@@ -205,6 +205,9 @@ def create_app() -> Any:
         class FixedEngine(policyauth.Engine):
             """Answers the benchmark request's decision, made once, to every request."""
 
+            def remembered(self, method: str, target: str, headers: Any = ()) -> Any:
+                return fixed
+
             async def authorize(self, method: str, target: str, headers: Any = ()) -> Any:
                 return fixed
 

@@ -91,7 +91,10 @@ class PolicyAuthMiddleware:
             return
         method = scope.get("method", "GET") if kind == "http" else "GET"
         try:
-            decision = await self.engine.authorize(method, request_target(scope), scope["headers"])
+            target, headers = request_target(scope), scope["headers"]
+            decision = self.engine.remembered(method, target, headers) or (
+                await self.engine.authorize(method, target, headers)
+            )
         except Exception:
             log.exception("policyauth failed to decide %s %s", method, scope.get("path"))
             await _fail(scope, send)

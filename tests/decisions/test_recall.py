@@ -27,6 +27,7 @@ from policyauth.decision import Decision, Reason
 from policyauth.identity.remote import RemoteIdentitySource
 from policyauth.identity.tokens import create, revoke
 from policyauth.recall import SIZE
+from policyauth.request import Rejection
 
 HERE = Path(__file__).resolve().parent
 CANONICAL = json.loads((HERE.parent / "request" / "cases" / "canonical.json").read_text())
@@ -406,3 +407,23 @@ def test_a_value_as_text_and_as_bytes_never_share_a_key(world: World) -> None:
     assert None not in keys
     again = recall.find("GET", "/admin/x", [("authorization", "Bearer \u00e9")])[0]
     assert again in keys
+
+
+def test_remembered_answers_only_what_authorize_would(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`Engine.remembered` (the integrations' call before `authorize`) answers a repeated
+    request with the very Decision `authorize` made, logs it as `authorize` would, and
+    answers None where nothing is remembered: a new request, a Rejection, a refused header."""
+    headers = [(b"authorization", CREDENTIALS["ann"].encode())]
+    assert world.engine.remembered("GET", "/admin/x", headers) is None
+    made = asyncio.run(world.engine.authorize("GET", "/admin/x", headers))
+    with caplog.at_level("INFO", logger="policyauth.decisions"):
+        again = world.engine.remembered("GET", "/admin/x", headers)
+    assert again is made
+    assert (again.status, again.reason) == (200, Reason.ALLOWED)
+    assert [r.getMessage() for r in caplog.records if r.name == "policyauth.decisions"]
+    refused = [*headers, (b"x-http-method-override", b"DELETE")]
+    assert world.engine.remembered("GET", "/admin/x", refused) is None
+    mount = Rejection(400, "malformed_request", "a mount that does not match")
+    assert world.engine.remembered("GET", mount, headers) is None
