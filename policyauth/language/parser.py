@@ -274,13 +274,14 @@ class _Rule:
         "kind",
         "name",
         "next",
+        "pick",
         "plain",
         "shape",
         "size",
         "trailing_nones",
     )
 
-    def __init__(self, rule: Any) -> None:
+    def __init__(self, rule: Any, choices: frozenset[str]) -> None:
         expansion = rule.expansion
         keep = rule.options.keep_all_tokens
         self.size = len(expansion)
@@ -299,7 +300,11 @@ class _Rule:
         for i, symbol in enumerate(expansion):
             pending += nones[i]
             if keep or not (symbol.is_term and symbol.filter_out):
-                splice = not symbol.is_term and symbol.name.startswith("_")
+                splice = (
+                    not symbol.is_term
+                    and symbol.name.startswith("_")
+                    and symbol.name not in choices
+                )
                 include.append((i, splice, pending))
                 pending = 0
         self.include = tuple(include)
@@ -308,13 +313,21 @@ class _Rule:
         self.plain = self.trailing_nones == 0 and include == [
             (i, False, 0) for i in range(self.size)
         ]
-        if self.goto.startswith("_"):
+        if self.goto in choices:
+            self.kind = _PASS
+        elif self.goto.startswith("_"):
             self.kind = _SPLICE
         elif rule.options.expand1 and (not rule.alias or self.name in _LONE_CHILD_PASSES):
             self.kind = _PASS
         else:
             self.kind = _BUILD
         self.shape = self._shape()
+        # The two or three values the rule keeps of those it pops, when that is all it does
+        # (`NAME "=" value`, `"route" methods PATH "{" body "}"`): taken without a call to
+        # `children`.
+        pick = [i for i, splice, nones in include if not splice and not nones]
+        keeps = len(pick) == len(include) and not self.trailing_nones and not self.plain
+        self.pick = tuple(pick) if keeps and len(pick) in (2, 3) else None
         self.build = _NODE_BUILDERS.get(self.name)
         # The state under the popped values -> the state after the reduction (filled in by
         # _Tables from the table's shifts on `goto`).
@@ -384,6 +397,7 @@ class _Tables:
         table = frontend.parser._parse_table
         self.start_state: int = table.start_states["start"]
         self.end_state: int = table.end_states["start"]
+        choices = _choice_rules(lark_parser.rules)
         rules: dict[Any, _Rule] = {}
         # state -> terminal or rule name -> (True, next state) or (False, rule)
         self.actions: dict[int, dict[str, tuple[bool, Any]]] = {}
@@ -394,7 +408,7 @@ class _Tables:
                     actions[str(symbol)] = (True, arg)
                 else:
                     if arg not in rules:
-                        rules[arg] = _Rule(arg)
+                        rules[arg] = _Rule(arg, choices)
                     actions[str(symbol)] = (False, rules[arg])
             self.actions[state] = actions
         for state, row in table.states.items():
@@ -529,7 +543,13 @@ class _Tables:
                     children = []
                     at = None
                 if not rule.plain:
-                    children = rule.children(children)
+                    pick = rule.pick
+                    if pick is None:
+                        children = rule.children(children)
+                    elif len(pick) == 2:
+                        children = [children[pick[0]], children[pick[1]]]
+                    else:
+                        children = [children[pick[0]], children[pick[1]], children[pick[2]]]
                 kind = rule.kind
                 if kind == _SPLICE:
                     result: Any = children
@@ -554,6 +574,30 @@ class _Tables:
                 if state == end_state and type_ == "$END":
                     return result
                 row = actions[state]
+
+
+def _choice_rules(rules: Any) -> frozenset[str]:
+    """The inlined rules that only choose one symbol (`_declaration: settings_decl | ...`,
+    `!_compare_op: "==" | ...`): Lark splices their one child into the parent, so the parser
+    passes the child on as it is instead of making a list of it to splice (issue 13)."""
+    by_origin: dict[str, list[Any]] = {}
+    for rule in rules:
+        by_origin.setdefault(str(rule.origin.name), []).append(rule)
+    return frozenset(
+        name
+        for name, expansions in by_origin.items()
+        if name.startswith("_")
+        and not name.startswith("__")  # `__x_star_0`: the lists of `x*`, which do splice
+        and all(
+            len(r.expansion) == 1
+            and not r.options.empty_indices
+            and (
+                r.options.keep_all_tokens
+                or not (r.expansion[0].is_term and r.expansion[0].filter_out)
+            )
+            for r in expansions
+        )
+    )
 
 
 def _cover(spans: list[_Pos]) -> _Pos:
@@ -692,6 +736,10 @@ class _Builder:
     def __init__(self, collector: _Collector) -> None:
         self.c = collector
         self.comments: list[_Tok] = []
+        # The plain literal segments of this text's patterns, by their text: a policy's routes
+        # repeat their prefixes (`api`, `v1`, a resource's name), and a segment is a frozen
+        # value without a position, so each is checked and made once per parse.
+        self.literal_segments: dict[str, ast.PatternSegment] = {}
 
     def _tok(self, token: _Tok) -> Span:
         return _Span(self.c.file, token[0], token[1], token[2], token[3])
@@ -876,11 +924,16 @@ class _Builder:
         parts = [] if text == "/" else text[1:].split("/")
         params: set[str] = set()
         column = span.column + 1
-        plain = _PLAIN_SEGMENT.fullmatch
-        literal = ast.Segment.LITERAL
+        known = self.literal_segments
         for index, part in enumerate(parts):
-            if plain(part):
-                segments.append(_new_pattern_segment(literal, part))
+            segment = known.get(part)
+            if segment is not None:
+                segments.append(segment)
+                column += len(part) + 1
+                continue
+            if _PLAIN_SEGMENT.fullmatch(part):
+                segment = known[part] = _new_pattern_segment(ast.Segment.LITERAL, part)
+                segments.append(segment)
                 column += len(part) + 1
                 continue
             segment = self._segment(part, index == len(parts) - 1, span, params, column)
