@@ -102,6 +102,8 @@ class _Checker:
         # The claims a route's rules can read depend only on its `auth` list: routes that
         # share one share the (read-only) answer. One load only, never across loads.
         self.route_claims: dict[tuple[str, ...], Mapping[str, str]] = {}
+        # The same for PA134 and PA118, which depend only on the `auth` list (one load only).
+        self.route_auth_findings: dict[tuple[str, ...], tuple[tuple[str, str, str], ...]] = {}
 
     @property
     def failed(self) -> bool:
@@ -804,22 +806,34 @@ class _Checker:
         return tuple(d for d in self.policy.declarations if isinstance(d, ast.RouteDecl))
 
     def _distinguishable(self, body: ast.Auth, providers: Mapping[str, ProviderSpec]) -> None:
-        validation_checks.check_route_issuers(self, body, providers)
-        remote = [providers[n.text] for n in body.authenticators if n.text in providers]
+        names = tuple(n.text for n in body.authenticators)
+        found = self.route_auth_findings.get(names)
+        if found is None:
+            found = self.route_auth_findings[names] = self._auth_findings(names, providers)
+        for code, message, help in found:
+            self.report(body.span, code, message, help)
+
+    def _auth_findings(
+        self, names: tuple[str, ...], providers: Mapping[str, ProviderSpec]
+    ) -> tuple[tuple[str, str, str], ...]:
+        """PA134 and PA118 for a route that accepts `names`: whether a token finds its one
+        provider among them."""
+        found = list(validation_checks.route_issuer_clashes(names, providers))
+        remote = [providers[n] for n in names if n in providers]
         remote = validation_checks.non_jwt(list({p.name: p for p in remote}.values()))
-        if len(remote) < 2:
-            return
         for i, first in enumerate(remote):
             for second in remote[i + 1 :]:
                 if _prefixes_overlap(first.token_prefix, second.token_prefix):
-                    self.report(
-                        body.span,
-                        "PA118",
-                        f"providers `{first.name}` and `{second.name}` on this route cannot be "
-                        "told apart by token prefix",
-                        "a token is sent to one provider only; give each a distinct "
-                        "`token_prefix`, or split the route",
+                    found.append(
+                        (
+                            "PA118",
+                            f"providers `{first.name}` and `{second.name}` on this route "
+                            "cannot be told apart by token prefix",
+                            "a token is sent to one provider only; give each a distinct "
+                            "`token_prefix`, or split the route",
+                        )
                     )
+        return tuple(found)
 
     def _claims_of(
         self,

@@ -147,3 +147,41 @@ def test_token_store_paths_follow_each_loads_base_dir(tmp_path: Path) -> None:
     assert store({"STORE": "other.tokens"}, one) == str(one / "other.tokens")
     assert store({"STORE": "/etc/pa/api.tokens"}, one) == "/etc/pa/api.tokens"
     assert store({"STORE": "./x//api.tokens"}, None) == "x/api.tokens"
+
+
+def test_routes_sharing_an_auth_list_each_get_its_provider_findings() -> None:
+    """PA118 is worked out once per `auth` list in a load; every route with that list still
+    gets it at its own line, and a route with another list gets only its own findings."""
+    providers = "".join(
+        f'provider {name} {{\n  userinfo = "https://sso.example.com/{name}"\n'
+        "  username = $.sub\n}\n"
+        for name in ("a", "b", "c")
+    )
+    routes = (
+        "route GET /one {\n  auth a, b\n  allow\n}\n"  # lines 13-16
+        "route GET /two {\n  auth a, b\n  allow\n}\n"  # lines 17-20
+        "route GET /three {\n  auth c\n  allow\n}\n"
+        "route GET /four {\n  auth b, c\n  allow\n}\n"  # lines 25-28
+    )
+    with pytest.raises(policyauth.PolicyError) as info:
+        policyauth.loads(providers + routes, "p.policy", env={})
+    assert [(d.code, d.line, d.column, d.message) for d in info.value.diagnostics] == [
+        (
+            "PA118",
+            14,
+            3,
+            "providers `a` and `b` on this route cannot be told apart by token prefix",
+        ),
+        (
+            "PA118",
+            18,
+            3,
+            "providers `a` and `b` on this route cannot be told apart by token prefix",
+        ),
+        (
+            "PA118",
+            26,
+            3,
+            "providers `b` and `c` on this route cannot be told apart by token prefix",
+        ),
+    ]
