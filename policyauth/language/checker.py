@@ -98,7 +98,7 @@ class _Checker:
         self.base_dir = base_dir
         self.diagnostics: list[Diagnostic] = []
         self.overlaps = OverlapCollector()
-        self.outbound = Outbound()  # the settings' outbound values, every provider's defaults
+        self.outbound = _NO_OUTBOUND  # the settings' outbound values, every provider's defaults
         # The claims a route's rules can read depend only on its `auth` list: routes that
         # share one share the (read-only) answer. One load only, never across loads.
         self.route_claims: dict[tuple[str, ...], Mapping[str, str]] = {}
@@ -132,7 +132,7 @@ class _Checker:
                 "a policy has at most one `settings` block",
                 "merge this block into the first one",
             )
-        settings = self._settings(settings_blocks[0]) if settings_blocks else Settings()
+        settings = self._settings(settings_blocks[0]) if settings_blocks else _DEFAULTS
 
         seen: dict[str, Span] = {}
         providers: dict[str, ProviderSpec] = {}
@@ -367,8 +367,8 @@ class _Checker:
                 continue
             with contextlib.suppress(_Invalid):
                 values[key] = keys[key](self, setting.value, key)
-        defaults = Settings()
-        self.outbound = self._outbound(entries, values, Outbound())
+        defaults = _DEFAULTS
+        self.outbound = self._outbound(entries, values, _NO_OUTBOUND)
         realm = values.get("realm", defaults.realm)
         if '"' in realm or "\\" in realm or not realm.isprintable():
             self.report(
@@ -1062,6 +1062,10 @@ class _Checker:
 # --- helpers --------------------------------------------------------------------------------------
 
 _NOWHERE = Span("<preset>", 1, 1, 1, 1)
+# Frozen values, made once: the defaults a `settings` block falls back to (a load used to
+# build them anew to read them).
+_DEFAULTS = Settings()
+_NO_OUTBOUND = Outbound()
 
 
 def _literal_type(value: object) -> str:

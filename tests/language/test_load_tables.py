@@ -7,11 +7,13 @@ from __future__ import annotations
 from pathlib import Path
 from types import MappingProxyType
 
+import attrs
 import pytest
 
 import policyauth
 from policyauth.language import checker
 from policyauth.language.checker import check
+from policyauth.language.model import Settings
 from policyauth.language.parser import parse
 from policyauth.language.presets import PRESETS
 
@@ -185,3 +187,17 @@ def test_routes_sharing_an_auth_list_each_get_its_provider_findings() -> None:
             "providers `b` and `c` on this route cannot be told apart by token prefix",
         ),
     ]
+
+
+def test_default_settings_are_shared_frozen_values_no_load_changes() -> None:
+    """The defaults a `settings` block falls back to are made once per process: a load that
+    sets values gets its own, and later loads still see the defaults."""
+    plain = policyauth.loads(ROUTE, env={})
+    assert plain.settings == Settings()
+    custom = policyauth.loads('settings {\n  timeout = 5s\n  realm = "r"\n}\n' + ROUTE, env={})
+    assert (custom.settings.timeout_ms, custom.settings.realm) == (5000, "r")
+    again = policyauth.loads(ROUTE, env={})
+    assert again.settings == Settings()
+    assert (again.settings.timeout_ms, again.settings.realm) == (3000, "policyauth")
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        again.settings.outbound.insecure_http = True  # type: ignore[misc]
