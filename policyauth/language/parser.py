@@ -258,6 +258,8 @@ _SPLICE, _PASS, _BUILD = 0, 1, 2
 #   list, out as that list, extended in place (`x*`, `x ("," x)*`).
 # _GENERAL: anything else, through `_Rule.children`.
 _UNIT, _WRAP, _APPEND, _EXTEND, _GENERAL = 0, 1, 2, 3, 4
+# The action that is no reduction: take the token (`_Tables.actions`).
+_SHIFT = 5
 
 
 class _Rule:
@@ -399,24 +401,30 @@ class _Tables:
         self.end_state: int = table.end_states["start"]
         choices = _choice_rules(lark_parser.rules)
         rules: dict[Any, _Rule] = {}
-        # state -> terminal or rule name -> (True, next state) or (False, rule)
-        self.actions: dict[int, dict[str, tuple[bool, Any]]] = {}
-        for state, row in table.states.items():
-            actions: dict[str, tuple[bool, Any]] = {}
-            for symbol, (action, arg) in row.items():
-                if action.name == "Shift":
-                    actions[str(symbol)] = (True, arg)
-                else:
-                    if arg not in rules:
-                        rules[arg] = _Rule(arg, choices)
-                    actions[str(symbol)] = (False, rules[arg])
-            self.actions[state] = actions
+        for row in table.states.values():
+            for action, arg in row.values():
+                if action.name != "Shift" and arg not in rules:
+                    rules[arg] = _Rule(arg, choices)
         for state, row in table.states.items():
             for symbol, (action, arg) in row.items():
                 if action.name == "Shift" and not symbol.isupper():
                     for rule in rules.values():
                         if rule.goto == symbol:
                             rule.next[state] = arg
+        # state -> terminal or rule name -> (_SHIFT, next state), or a reduction: (its shape,
+        # the rule's `next` table) for _UNIT and _WRAP, which need nothing else of the rule,
+        # (its shape, the rule) for the others. The loop reads what it needs in one lookup.
+        self.actions: dict[int, dict[str, tuple[int, Any]]] = {}
+        for state, row in table.states.items():
+            actions: dict[str, tuple[int, Any]] = {}
+            for symbol, (action, arg) in row.items():
+                if action.name == "Shift":
+                    actions[str(symbol)] = (_SHIFT, arg)
+                else:
+                    rule = rules[arg]
+                    in_place = rule.shape in (_UNIT, _WRAP)
+                    actions[str(symbol)] = (rule.shape, rule.next if in_place else rule)
+            self.actions[state] = actions
         # state -> (regex of the terminals the state accepts, keyword table, ignored types,
         # types whose text may hold a line break): Lark's contextual lexer, one per state.
         self.lexers: dict[int, _Lexer] = {}
@@ -455,7 +463,9 @@ class _Tables:
                 type_, words, multiline, skipped = terminals[group]
                 start = match.start(group)
                 end = match.end()  # the terminal's group ends the match
-                if start > pos:  # the blanks before the token, matched with it
+                # The blanks before the token, matched with it; one space (most tokens of a
+                # line) holds no line break, and counting is a call.
+                if start > pos + 1 or (start > pos and text[pos] == "\n"):
                     breaks = text.count("\n", pos, start)
                     if breaks:
                         line += breaks
@@ -483,10 +493,10 @@ class _Tables:
             row = actions[state]
             while True:
                 try:
-                    is_shift, arg = row[type_]
+                    shape, arg = row[type_]
                 except KeyError:
                     raise _Rejected from None
-                if is_shift:
+                if shape == _SHIFT:
                     if len(states) > max_depth:
                         raise _TooDeep
                     state = arg
@@ -494,19 +504,18 @@ class _Tables:
                     values.append(token)
                     positions.append(token)  # its first four items are its position
                     break
-                rule: _Rule = arg
-                shape = rule.shape
                 if shape == _UNIT:
-                    state = rule.next[states[-2]]
+                    state = arg[states[-2]]
                     states[-1] = state
                     row = actions[state]
                     continue
                 if shape == _WRAP:
                     values[-1] = [values[-1]]
-                    state = rule.next[states[-2]]
+                    state = arg[states[-2]]
                     states[-1] = state
                     row = actions[state]
                     continue
+                rule: _Rule = arg
                 n = rule.size
                 if shape != _GENERAL:  # _APPEND or _EXTEND: the list stays in its slot
                     first = positions[-n]
@@ -848,11 +857,11 @@ class _Builder:
 
     @_node
     def value_list(self, span: Span, children: list[ast.Value | None]) -> ast.ListValue:
-        return _new_list_value(tuple(c for c in children if c is not None), span)
+        return _new_list_value(tuple([c for c in children if c is not None]), span)
 
     @_node
     def map(self, span: Span, children: list[tuple[ast.StringValue, ast.Value] | None]) -> Any:
-        return _new_map_value(tuple(c for c in children if c is not None), span)
+        return _new_map_value(tuple([c for c in children if c is not None]), span)
 
     @_node
     def map_item(self, span: Span, children: list[Any]) -> tuple[ast.StringValue, ast.Value]:
@@ -892,7 +901,7 @@ class _Builder:
 
     @_node
     def method_list(self, span: Span, children: list[_Tok]) -> tuple[ast.Name, ...]:
-        names = tuple(self._name(t) for t in children)
+        names = tuple([self._name(t) for t in children])
         for name in names:
             if name.text in METHODS:
                 continue
@@ -1013,9 +1022,14 @@ class _Builder:
 
     @_node
     def auth(self, span: Span, children: list[Any]) -> ast.Auth:
-        names = tuple(self._name(c) for c in children if isinstance(c, tuple))
-        rules = tuple(c for c in children if isinstance(c, ast.Rule))
-        return _new_auth(names, rules, span)
+        names: list[ast.Name] = []
+        rules: list[ast.Rule] = []
+        for child in children:  # one pass, no generators: an `auth` per protected route
+            if isinstance(child, tuple):
+                names.append(self._name(child))
+            elif isinstance(child, ast.Rule):
+                rules.append(child)
+        return _new_auth(tuple(names), tuple(rules), span)
 
     @_node
     def allow_rule(self, span: Span, children: list[Any]) -> ast.Rule:
@@ -1059,7 +1073,7 @@ class _Builder:
 
     @_node
     def not_in(self, span: Span, children: list[Any]) -> ast.Compare:
-        left, right = (_operand(c) for c in children)
+        left, right = [_operand(c) for c in children]
         return _new_compare(ast.CompareOp.NOT_IN, left, right, span)
 
     @_node
@@ -1070,8 +1084,8 @@ class _Builder:
 
     @_node
     def literal_list(self, span: Span, children: list[Any]) -> ast.ListLiteral:
-        items = tuple(_operand(c) for c in children if c is not None)
-        return _new_list_literal(tuple(i for i in items if isinstance(i, ast.Literal)), span)
+        items = [_operand(c) for c in children if c is not None]
+        return _new_list_literal(tuple([i for i in items if isinstance(i, ast.Literal)]), span)
 
     @_node
     def claim(self, span: Span, children: list[_Tok]) -> ast.ClaimRef:
@@ -1099,7 +1113,7 @@ class _Builder:
 
     @_node
     def start(self, span: Span, children: list[ast.Declaration]) -> ast.Policy:
-        comments = (_new_comment(c[4], self._tok(c)) for c in self.comments)
+        comments = [_new_comment(c[4], self._tok(c)) for c in self.comments]
         return _new_policy(self.c.file, tuple(children), tuple(comments))
 
 
