@@ -781,7 +781,7 @@ class _Checker:
                 self.report(
                     name.span, "PA110", f"unknown provider or tokens block `{name.text}`", help
                 )
-        if not any(rule.kind is ast.RuleKind.ALLOW for rule in body.rules):
+        if ast.RuleKind.ALLOW not in [rule.kind for rule in body.rules]:
             self.report(
                 route.span,
                 "PA117",
@@ -793,10 +793,12 @@ class _Checker:
             self.report(span, code, message, help)
 
         context = _RouteContext(
-            complete=all(n in providers or n in tokens for n in names),
+            complete=all([n in providers or n in tokens for n in names]),
             claims=self._claims_of(names, providers, tokens),
             authenticators=tuple(names),
-            params=frozenset(s.text for s in route.pattern.segments if s.kind is ast.Segment.PARAM),
+            params=frozenset(
+                [s.text for s in route.pattern.segments if s.kind is ast.Segment.PARAM]
+            ),
         )
         for rule in body.rules:
             if rule.condition is not None:
