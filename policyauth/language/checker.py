@@ -161,8 +161,9 @@ class _Checker:
 
         routes = tuple(d for d in self.policy.declarations if isinstance(d, ast.RouteDecl))
         index = RouteIndex()
+        declared = set(seen)  # read by every route, changed by none
         for route in routes:
-            self._route(route, index, providers, tokens, set(seen))
+            self._route(route, index, providers, tokens, declared)
         for span, code, message, help in public_shadowing(routes, self.overlaps.overlaps):
             self.report(span, code, message, help)
         return CheckedPolicy(
