@@ -33,6 +33,7 @@ import contextlib
 import gc
 import itertools
 import json
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -395,6 +396,9 @@ def tables(results: Sequence[SizeResult]) -> list[str]:
 
 
 def run(plan: Plan, *, profile: bool) -> tuple[list[str], str]:
+    # The machine is shared: the load when the run starts says how busy it was throughout,
+    # next to the one at the end that the report's header gives.
+    load_at_start = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     first_ns, cold = first_load_ns()
     for _ in range(3):  # warm-up: lazily built state, caches, specialised bytecode
         measure_size(10, 1, 1.0)
@@ -408,7 +412,11 @@ def run(plan: Plan, *, profile: bool) -> tuple[list[str], str]:
             f"({result.loads.count} runs, {time.perf_counter() - started:.1f} s)",
             file=sys.stderr,
         )
-    body = tables(results)
+    body = [
+        f"Load average (1, 5, 15 min) when the run started: {load_at_start}.",
+        "",
+        *tables(results),
+    ]
     header, full = header_share(plan.runs[min(plan.sizes)], plan.budget_s)
     cedar_10 = results[0].cedar.median
     body += [

@@ -38,7 +38,7 @@ class Refs(Protocol):
 def compile_expr(expr: ast.Expr, refs: Refs) -> Test:
     """A closure that decides `expr` for one set of facts."""
     if isinstance(expr, ast.Logical):
-        parts = tuple(compile_expr(e, refs) for e in expr.operands)
+        parts = tuple([compile_expr(e, refs) for e in expr.operands])
         return _all(parts) if expr.op is ast.BoolOp.AND else _any(parts)
     if isinstance(expr, ast.Not):
         inner = compile_expr(expr.operand, refs)

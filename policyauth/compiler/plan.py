@@ -66,8 +66,8 @@ class RoutePlan:
     allows: tuple[RulePlan, ...] = attrs.field(init=False, eq=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
-        deny = tuple(r for r in self.rules if r.kind is ast.RuleKind.DENY and r.test is not None)
-        allow = tuple(r for r in self.rules if r.kind is ast.RuleKind.ALLOW)
+        deny = tuple([r for r in self.rules if r.kind is ast.RuleKind.DENY and r.test is not None])
+        allow = tuple([r for r in self.rules if r.kind is ast.RuleKind.ALLOW])
         object.__setattr__(self, "denies", deny)
         object.__setattr__(self, "allows", allow)
 
@@ -192,24 +192,29 @@ def rule_refs(operand: ast.Operand) -> Any:
 
 def _route(index: int, route: ast.RouteDecl, model: CheckedPolicy, source: _Source) -> RoutePlan:
     methods = model.index.methods(index)
-    text = (", ".join(m.text for m in route.methods) or "*") + " " + route.pattern.text
+    # Lists, not generators, throughout: this runs once per route of every load (issue 13).
+    text = (", ".join([m.text for m in route.methods]) or "*") + " " + route.pattern.text
     params = tuple(
-        (position, segment.text)
-        for position, segment in enumerate(route.pattern.segments)
-        if segment.kind is ast.Segment.PARAM
+        [
+            (position, segment.text)
+            for position, segment in enumerate(route.pattern.segments)
+            if segment.kind is ast.Segment.PARAM
+        ]
     )
     if isinstance(route.body, ast.Public):
         return RoutePlan(index, text, route.span, methods, True, (), (), (), params)
     names = [n.text for n in route.body.authenticators]
     rules = tuple(
-        RulePlan(
-            rule.kind,
-            source.text_of(rule.span),
-            rule.span,
-            compile_expr(rule.condition, rule_refs) if rule.condition is not None else None,
-            rule.label.value if rule.label is not None else None,
-        )
-        for rule in route.body.rules
+        [
+            RulePlan(
+                rule.kind,
+                source.text_of(rule.span),
+                rule.span,
+                compile_expr(rule.condition, rule_refs) if rule.condition is not None else None,
+                rule.label.value if rule.label is not None else None,
+            )
+            for rule in route.body.rules
+        ]
     )
     return RoutePlan(
         index=index,
@@ -217,8 +222,8 @@ def _route(index: int, route: ast.RouteDecl, model: CheckedPolicy, source: _Sour
         span=route.span,
         methods=methods,
         public=False,
-        providers=tuple(dict.fromkeys(n for n in names if n in model.providers)),
-        tokens=tuple(dict.fromkeys(n for n in names if n in model.tokens)),
+        providers=tuple(dict.fromkeys([n for n in names if n in model.providers])),
+        tokens=tuple(dict.fromkeys([n for n in names if n in model.tokens])),
         rules=rules,
         params=params,
     )

@@ -98,10 +98,12 @@ class _Checker:
         self.base_dir = base_dir
         self.diagnostics: list[Diagnostic] = []
         self.overlaps = OverlapCollector()
-        self.outbound = Outbound()  # the settings' outbound values, every provider's defaults
+        self.outbound = _NO_OUTBOUND  # the settings' outbound values, every provider's defaults
         # The claims a route's rules can read depend only on its `auth` list: routes that
         # share one share the (read-only) answer. One load only, never across loads.
         self.route_claims: dict[tuple[str, ...], Mapping[str, str]] = {}
+        # The same for PA134 and PA118, which depend only on the `auth` list (one load only).
+        self.route_auth_findings: dict[tuple[str, ...], tuple[tuple[str, str, str], ...]] = {}
 
     @property
     def failed(self) -> bool:
@@ -130,7 +132,7 @@ class _Checker:
                 "a policy has at most one `settings` block",
                 "merge this block into the first one",
             )
-        settings = self._settings(settings_blocks[0]) if settings_blocks else Settings()
+        settings = self._settings(settings_blocks[0]) if settings_blocks else _DEFAULTS
 
         seen: dict[str, Span] = {}
         providers: dict[str, ProviderSpec] = {}
@@ -159,8 +161,9 @@ class _Checker:
 
         routes = tuple(d for d in self.policy.declarations if isinstance(d, ast.RouteDecl))
         index = RouteIndex()
+        declared = set(seen)  # read by every route, changed by none
         for route in routes:
-            self._route(route, index, providers, tokens, set(seen))
+            self._route(route, index, providers, tokens, declared)
         for span, code, message, help in public_shadowing(routes, self.overlaps.overlaps):
             self.report(span, code, message, help)
         return CheckedPolicy(
@@ -365,8 +368,8 @@ class _Checker:
                 continue
             with contextlib.suppress(_Invalid):
                 values[key] = keys[key](self, setting.value, key)
-        defaults = Settings()
-        self.outbound = self._outbound(entries, values, Outbound())
+        defaults = _DEFAULTS
+        self.outbound = self._outbound(entries, values, _NO_OUTBOUND)
         realm = values.get("realm", defaults.realm)
         if '"' in realm or "\\" in realm or not realm.isprintable():
             self.report(
@@ -779,7 +782,7 @@ class _Checker:
                 self.report(
                     name.span, "PA110", f"unknown provider or tokens block `{name.text}`", help
                 )
-        if not any(rule.kind is ast.RuleKind.ALLOW for rule in body.rules):
+        if ast.RuleKind.ALLOW not in [rule.kind for rule in body.rules]:
             self.report(
                 route.span,
                 "PA117",
@@ -791,10 +794,12 @@ class _Checker:
             self.report(span, code, message, help)
 
         context = _RouteContext(
-            complete=all(n in providers or n in tokens for n in names),
+            complete=all([n in providers or n in tokens for n in names]),
             claims=self._claims_of(names, providers, tokens),
             authenticators=tuple(names),
-            params=frozenset(s.text for s in route.pattern.segments if s.kind is ast.Segment.PARAM),
+            params=frozenset(
+                [s.text for s in route.pattern.segments if s.kind is ast.Segment.PARAM]
+            ),
         )
         for rule in body.rules:
             if rule.condition is not None:
@@ -804,22 +809,34 @@ class _Checker:
         return tuple(d for d in self.policy.declarations if isinstance(d, ast.RouteDecl))
 
     def _distinguishable(self, body: ast.Auth, providers: Mapping[str, ProviderSpec]) -> None:
-        validation_checks.check_route_issuers(self, body, providers)
-        remote = [providers[n.text] for n in body.authenticators if n.text in providers]
+        names = tuple(n.text for n in body.authenticators)
+        found = self.route_auth_findings.get(names)
+        if found is None:
+            found = self.route_auth_findings[names] = self._auth_findings(names, providers)
+        for code, message, help in found:
+            self.report(body.span, code, message, help)
+
+    def _auth_findings(
+        self, names: tuple[str, ...], providers: Mapping[str, ProviderSpec]
+    ) -> tuple[tuple[str, str, str], ...]:
+        """PA134 and PA118 for a route that accepts `names`: whether a token finds its one
+        provider among them."""
+        found = list(validation_checks.route_issuer_clashes(names, providers))
+        remote = [providers[n] for n in names if n in providers]
         remote = validation_checks.non_jwt(list({p.name: p for p in remote}.values()))
-        if len(remote) < 2:
-            return
         for i, first in enumerate(remote):
             for second in remote[i + 1 :]:
                 if _prefixes_overlap(first.token_prefix, second.token_prefix):
-                    self.report(
-                        body.span,
-                        "PA118",
-                        f"providers `{first.name}` and `{second.name}` on this route cannot be "
-                        "told apart by token prefix",
-                        "a token is sent to one provider only; give each a distinct "
-                        "`token_prefix`, or split the route",
+                    found.append(
+                        (
+                            "PA118",
+                            f"providers `{first.name}` and `{second.name}` on this route "
+                            "cannot be told apart by token prefix",
+                            "a token is sent to one provider only; give each a distinct "
+                            "`token_prefix`, or split the route",
+                        )
                     )
+        return tuple(found)
 
     def _claims_of(
         self,
@@ -1048,6 +1065,10 @@ class _Checker:
 # --- helpers --------------------------------------------------------------------------------------
 
 _NOWHERE = Span("<preset>", 1, 1, 1, 1)
+# Frozen values, made once: the defaults a `settings` block falls back to (a load used to
+# build them anew to read them).
+_DEFAULTS = Settings()
+_NO_OUTBOUND = Outbound()
 
 
 def _literal_type(value: object) -> str:

@@ -150,19 +150,22 @@ def silence(policy: ast.Policy, diagnostics: list[Diagnostic]) -> list[Diagnosti
     return [d for d in diagnostics if d.is_error or d.code not in ignored.get(d.line, ())]
 
 
-def _expressions(policy: ast.Policy) -> Iterator[ast.Expr]:
-    """Every expression node in the routes' rules, outermost first."""
+def _expressions(policy: ast.Policy) -> list[ast.Expr]:
+    """Every expression node in the routes' rules, outermost first. A list built by one walk,
+    not nested generators: each rule that reads it pays a resumption per node otherwise."""
+    found: list[ast.Expr] = []
     for decl in policy.declarations:
         if isinstance(decl, ast.RouteDecl) and isinstance(decl.body, ast.Auth):
             for rule in decl.body.rules:
                 if rule.condition is not None:
-                    yield from _walk(rule.condition)
+                    _walk(rule.condition, found)
+    return found
 
 
-def _walk(expr: ast.Expr) -> Iterator[ast.Expr]:
-    yield expr
+def _walk(expr: ast.Expr, found: list[ast.Expr]) -> None:
+    found.append(expr)
     if isinstance(expr, ast.Logical):
         for operand in expr.operands:
-            yield from _walk(operand)
+            _walk(operand, found)
     elif isinstance(expr, ast.Not):
-        yield from _walk(expr.operand)
+        _walk(expr.operand, found)

@@ -43,6 +43,8 @@ def resolve_outbound(
     """The outbound settings of one block: its own `values` (key -> resolved string and where
     it was written) over `defaults`; every problem is reported, and a value with a problem is
     left out (the policy fails to load anyway)."""
+    if not values and defaults.insecure_http == insecure_http:
+        return defaults  # frozen: the block changes nothing, so the defaults themselves
     resolved: dict[str, str | None] = {}
     for name, (text, span) in values.items():
         if name in FILE_KEYS:

@@ -20,8 +20,9 @@ import importlib.resources
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
+import attrs
 from lark import Lark
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
@@ -78,6 +79,125 @@ def grammar_location() -> str:
     return str(Path(__file__).resolve().parents[2] / "grammar" / "policy.lark")
 
 
+_T = TypeVar("_T", bound=attrs.AttrsInstance)
+
+
+def _trusted(cls: type[_T]) -> Callable[..., _T]:
+    """A constructor of the frozen attrs class `cls` that takes every field in order and sets
+    the slots directly. attrs' own `__init__` of a frozen class goes through
+    `object.__setattr__` by name, field by field; a load builds several hundred nodes and
+    spans per ten routes, so that was a tenth of a parse (issue 13). Only for classes whose
+    `__init__` would do nothing else (no validator, converter, default factory or
+    `__attrs_post_init__`): the values the parser passes are already of their fields' types.
+    The instance is the same as `cls(...)` makes (tests/language/test_fast_parser.py)."""
+    fields = attrs.fields(cls)
+    if (
+        not attrs.has(cls)
+        or "__attrs_post_init__" in vars(cls)
+        or any(f.validator or f.converter or not f.init for f in fields)
+    ):  # pragma: no cover - a class that gains one needs its own __init__
+        raise AssertionError(f"{cls.__name__} needs its own __init__")
+    new = object.__new__
+    slots = vars(cls)
+    sets = [slots[f.name].__set__ for f in fields]
+    if len(sets) == 1:
+        (a,) = sets
+
+        def make1(x: Any) -> _T:
+            o = new(cls)
+            a(o, x)
+            return o
+
+        return make1
+    if len(sets) == 2:
+        a, b = sets
+
+        def make2(x: Any, y: Any) -> _T:
+            o = new(cls)
+            a(o, x)
+            b(o, y)
+            return o
+
+        return make2
+    if len(sets) == 3:
+        a, b, c = sets
+
+        def make3(x: Any, y: Any, z: Any) -> _T:
+            o = new(cls)
+            a(o, x)
+            b(o, y)
+            c(o, z)
+            return o
+
+        return make3
+    if len(sets) == 4:
+        a, b, c, d = sets
+
+        def make4(x: Any, y: Any, z: Any, w: Any) -> _T:
+            o = new(cls)
+            a(o, x)
+            b(o, y)
+            c(o, z)
+            d(o, w)
+            return o
+
+        return make4
+    if len(sets) == 5:
+        a, b, c, d, e = sets
+
+        def make5(x: Any, y: Any, z: Any, w: Any, v: Any) -> _T:
+            o = new(cls)
+            a(o, x)
+            b(o, y)
+            c(o, z)
+            d(o, w)
+            e(o, v)
+            return o
+
+        return make5
+    raise AssertionError(f"{cls.__name__} has more fields than _trusted knows")  # pragma: no cover
+
+
+_Span: Callable[[str, int, int, int, int], Span] = _trusted(Span)
+# The AST nodes the builder makes, each through its own `_trusted` constructor.
+_new_auth = _trusted(ast.Auth)
+_new_bool_value = _trusted(ast.BoolValue)
+_new_builtin_ref = _trusted(ast.BuiltinRef)
+_new_claim_decl = _trusted(ast.ClaimDecl)
+_new_claim_ref = _trusted(ast.ClaimRef)
+_new_comment = _trusted(ast.Comment)
+_new_compare = _trusted(ast.Compare)
+_new_duration_value = _trusted(ast.DurationValue)
+_new_env_value = _trusted(ast.EnvValue)
+_new_has = _trusted(ast.Has)
+_new_json_path_ref = _trusted(ast.JsonPathRef)
+_new_json_path_value = _trusted(ast.JsonPathValue)
+_new_list_literal = _trusted(ast.ListLiteral)
+_new_list_value = _trusted(ast.ListValue)
+_new_literal = _trusted(ast.Literal)
+_new_logical = _trusted(ast.Logical)
+_new_map_value = _trusted(ast.MapValue)
+_new_matches = _trusted(ast.Matches)
+_new_name = _trusted(ast.Name)
+_new_not = _trusted(ast.Not)
+_new_number_value = _trusted(ast.NumberValue)
+_new_param_ref = _trusted(ast.ParamRef)
+_new_path_pattern = _trusted(ast.PathPattern)
+_new_pattern_segment = _trusted(ast.PatternSegment)
+_new_policy = _trusted(ast.Policy)
+_new_provider_decl = _trusted(ast.ProviderDecl)
+_new_public = _trusted(ast.Public)
+_new_route_decl = _trusted(ast.RouteDecl)
+_new_rule = _trusted(ast.Rule)
+_new_setting = _trusted(ast.Setting)
+_new_settings_decl = _trusted(ast.SettingsDecl)
+_new_size_value = _trusted(ast.SizeValue)
+_new_string_value = _trusted(ast.StringValue)
+_new_success_decl = _trusted(ast.SuccessDecl)
+_new_tokens_decl = _trusted(ast.TokensDecl)
+_new_truth = _trusted(ast.Truth)
+
+
 class _Collector:
     """Shape problems seen while building the AST."""
 
@@ -129,6 +249,17 @@ _LONE_CHILD_PASSES = frozenset({"or_expr", "and_expr"})
 
 # What a reduction does with the values it pops (`_Rule.kind`).
 _SPLICE, _PASS, _BUILD = 0, 1, 2
+# How `_Tables.run` carries a reduction out (`_Rule.shape`). Most reductions of a policy are
+# one of the first four, which change the top of the stack in place instead of popping and
+# pushing it: a load reduces a rule about every other token (issue 13).
+# _UNIT: one value in, the same value out, at the same position; only the state changes.
+# _WRAP: one value in, a new list of it out (`_declaration: route_decl`, spliced later).
+# _APPEND, _EXTEND: a list and (after a separator) one more value, or the items of another
+#   list, out as that list, extended in place (`x*`, `x ("," x)*`).
+# _GENERAL: anything else, through `_Rule.children`.
+_UNIT, _WRAP, _APPEND, _EXTEND, _GENERAL = 0, 1, 2, 3, 4
+# The action that is no reduction: take the token (`_Tables.actions`).
+_SHIFT = 5
 
 
 class _Rule:
@@ -145,13 +276,14 @@ class _Rule:
         "kind",
         "name",
         "next",
+        "pick",
         "plain",
+        "shape",
         "size",
         "trailing_nones",
-        "unit",
     )
 
-    def __init__(self, rule: Any) -> None:
+    def __init__(self, rule: Any, choices: frozenset[str]) -> None:
         expansion = rule.expansion
         keep = rule.options.keep_all_tokens
         self.size = len(expansion)
@@ -170,7 +302,11 @@ class _Rule:
         for i, symbol in enumerate(expansion):
             pending += nones[i]
             if keep or not (symbol.is_term and symbol.filter_out):
-                splice = not symbol.is_term and symbol.name.startswith("_")
+                splice = (
+                    not symbol.is_term
+                    and symbol.name.startswith("_")
+                    and symbol.name not in choices
+                )
                 include.append((i, splice, pending))
                 pending = 0
         self.include = tuple(include)
@@ -179,14 +315,21 @@ class _Rule:
         self.plain = self.trailing_nones == 0 and include == [
             (i, False, 0) for i in range(self.size)
         ]
-        if self.goto.startswith("_"):
+        if self.goto in choices:
+            self.kind = _PASS
+        elif self.goto.startswith("_"):
             self.kind = _SPLICE
         elif rule.options.expand1 and (not rule.alias or self.name in _LONE_CHILD_PASSES):
             self.kind = _PASS
         else:
             self.kind = _BUILD
-        # One value in, the same value out, at the same position: only the state changes.
-        self.unit = self.size == 1 and self.plain and self.kind == _PASS
+        self.shape = self._shape()
+        # The two or three values the rule keeps of those it pops, when that is all it does
+        # (`NAME "=" value`, `"route" methods PATH "{" body "}"`): taken without a call to
+        # `children`.
+        pick = [i for i, splice, nones in include if not splice and not nones]
+        keeps = len(pick) == len(include) and not self.trailing_nones and not self.plain
+        self.pick = tuple(pick) if keeps and len(pick) in (2, 3) else None
         self.build = _NODE_BUILDERS.get(self.name)
         # The state under the popped values -> the state after the reduction (filled in by
         # _Tables from the table's shifts on `goto`).
@@ -194,6 +337,25 @@ class _Rule:
         lone = len(include) == 1 and self.trailing_nones == 0 and include[0][1:] == (False, 0)
         if self.build is None and self.kind != _SPLICE and not (self.kind == _PASS and lone):
             raise AssertionError(f"grammar rule without a builder: {self.name}")
+
+    def _shape(self) -> int:
+        """Which of the in-place reductions of `_Tables.run` this rule is, if any."""
+        last = self.size - 1
+        if self.trailing_nones:
+            return _GENERAL
+        if self.size == 1 and self.plain and self.kind == _PASS:
+            return _UNIT
+        if self.kind != _SPLICE:
+            return _GENERAL
+        if self.include == ((0, True, 0),):  # a list spliced into a list: that list
+            return _UNIT
+        if self.size == 1 and self.plain:
+            return _WRAP
+        if self.size > 1 and self.include == ((0, True, 0), (last, False, 0)):
+            return _APPEND
+        if self.size > 1 and self.include == ((0, True, 0), (last, True, 0)):
+            return _EXTEND
+        return _GENERAL
 
     def children(self, values: list[Any]) -> list[Any]:
         """The values the rule's node is built from, as Lark's ChildFilter passes them."""
@@ -216,7 +378,13 @@ class _Rule:
         return out
 
 
-_Lexer = tuple[Any, dict[str, dict[str, str]], frozenset[str], frozenset[str]]
+# One terminal of a contextual lexer, by the number of its group in the lexer's regex: its
+# name, the keywords its text may be instead (`allow` read as NAME is ALLOW), whether its text
+# may hold a line break, and whether the parser skips it (blanks, comments).
+_Terminal = tuple[str, dict[str, str] | None, bool, bool]
+# A contextual lexer: the regex of the terminals a state accepts, and those terminals by group
+# (group 0, the whole match, is no terminal: an empty name).
+_Lexer = tuple[re.Pattern[str], tuple[_Terminal, ...]]
 
 
 class _Tables:
@@ -231,25 +399,32 @@ class _Tables:
         table = frontend.parser._parse_table
         self.start_state: int = table.start_states["start"]
         self.end_state: int = table.end_states["start"]
+        choices = _choice_rules(lark_parser.rules)
         rules: dict[Any, _Rule] = {}
-        # state -> terminal or rule name -> (True, next state) or (False, rule)
-        self.actions: dict[int, dict[str, tuple[bool, Any]]] = {}
-        for state, row in table.states.items():
-            actions: dict[str, tuple[bool, Any]] = {}
-            for symbol, (action, arg) in row.items():
-                if action.name == "Shift":
-                    actions[str(symbol)] = (True, arg)
-                else:
-                    if arg not in rules:
-                        rules[arg] = _Rule(arg)
-                    actions[str(symbol)] = (False, rules[arg])
-            self.actions[state] = actions
+        for row in table.states.values():
+            for action, arg in row.values():
+                if action.name != "Shift" and arg not in rules:
+                    rules[arg] = _Rule(arg, choices)
         for state, row in table.states.items():
             for symbol, (action, arg) in row.items():
                 if action.name == "Shift" and not symbol.isupper():
                     for rule in rules.values():
                         if rule.goto == symbol:
                             rule.next[state] = arg
+        # state -> terminal or rule name -> (_SHIFT, next state), or a reduction: (its shape,
+        # the rule's `next` table) for _UNIT and _WRAP, which need nothing else of the rule,
+        # (its shape, the rule) for the others. The loop reads what it needs in one lookup.
+        self.actions: dict[int, dict[str, tuple[int, Any]]] = {}
+        for state, row in table.states.items():
+            actions: dict[str, tuple[int, Any]] = {}
+            for symbol, (action, arg) in row.items():
+                if action.name == "Shift":
+                    actions[str(symbol)] = (_SHIFT, arg)
+                else:
+                    rule = rules[arg]
+                    in_place = rule.shape in (_UNIT, _WRAP)
+                    actions[str(symbol)] = (rule.shape, rule.next if in_place else rule)
+            self.actions[state] = actions
         # state -> (regex of the terminals the state accepts, keyword table, ignored types,
         # types whose text may hold a line break): Lark's contextual lexer, one per state.
         self.lexers: dict[int, _Lexer] = {}
@@ -280,13 +455,17 @@ class _Tables:
         size = len(text)
         while True:
             if pos < size:
-                regex, keywords, ignore, newline = lexers[state]
+                regex, terminals = lexers[state]
                 match = regex.match(text, pos)
                 if match is None:
                     raise _Rejected
-                type_: str = match.lastgroup
-                start, end = match.span(type_)
-                if start > pos:  # the blanks before the token, matched with it
+                group: int = match.lastindex  # type: ignore[assignment]  # one always matches
+                type_, words, multiline, skipped = terminals[group]
+                start = match.start(group)
+                end = match.end()  # the terminal's group ends the match
+                # The blanks before the token, matched with it; one space (most tokens of a
+                # line) holds no line break, and counting is a call.
+                if start > pos + 1 or (start > pos and text[pos] == "\n"):
                     breaks = text.count("\n", pos, start)
                     if breaks:
                         line += breaks
@@ -294,19 +473,18 @@ class _Tables:
                 value = text[start:end]
                 start_line = line
                 start_column = start - line_start + 1
-                if type_ in newline:
+                if multiline:
                     breaks = value.count("\n")
                     if breaks:
                         line += breaks
                         line_start = start + value.rindex("\n") + 1
                 pos = end
-                if type_ in ignore:
+                if skipped:
                     if type_ == "COMMENT":
                         comments.append(
                             (start_line, start_column, line, pos - line_start + 1, value, type_)
                         )
                     continue
-                words = keywords.get(type_)
                 if words is not None:
                     type_ = words.get(value, type_)
                 token: _Tok = (start_line, start_column, line, pos - line_start + 1, value, type_)
@@ -315,10 +493,10 @@ class _Tables:
             row = actions[state]
             while True:
                 try:
-                    is_shift, arg = row[type_]
+                    shape, arg = row[type_]
                 except KeyError:
                     raise _Rejected from None
-                if is_shift:
+                if shape == _SHIFT:
                     if len(states) > max_depth:
                         raise _TooDeep
                     state = arg
@@ -326,36 +504,61 @@ class _Tables:
                     values.append(token)
                     positions.append(token)  # its first four items are its position
                     break
+                if shape == _UNIT:
+                    state = arg[states[-2]]
+                    states[-1] = state
+                    row = actions[state]
+                    continue
+                if shape == _WRAP:
+                    values[-1] = [values[-1]]
+                    state = arg[states[-2]]
+                    states[-1] = state
+                    row = actions[state]
+                    continue
                 rule: _Rule = arg
-                if rule.unit:
+                n = rule.size
+                if shape != _GENERAL:  # _APPEND or _EXTEND: the list stays in its slot
+                    first = positions[-n]
+                    last = positions[-1]
+                    if first is None or last is None:
+                        at = _cover(positions[-n:])
+                    else:
+                        at = (first[0], first[1], last[2], last[3])
+                    item = values[-1]
+                    del states[1 - n :], values[1 - n :], positions[1 - n :]
+                    if shape == _APPEND:
+                        values[-1].append(item)
+                    else:
+                        values[-1] += item
+                    positions[-1] = at
                     state = rule.next[states[-2]]
                     states[-1] = state
                     row = actions[state]
                     continue
-                n = rule.size
-                if n == 1:
-                    children = [values.pop()]
-                    at = positions.pop()
-                    states.pop()
+                if n == 1:  # the value's slot will take the result
+                    children = [values[-1]]
+                    at = positions[-1]
                 elif n:
                     children = values[-n:]
                     spans = positions[-n:]
                     del states[-n:], values[-n:], positions[-n:]
                     first = spans[0]
-                    if first is None:
-                        first = next((p for p in spans if p is not None), None)
-                    if first is None:
-                        at = None
+                    last = spans[-1]
+                    if first is None or last is None:
+                        at = _cover(spans)
                     else:
-                        last = spans[-1]
-                        if last is None:
-                            last = next(p for p in reversed(spans) if p is not None)
                         at = (first[0], first[1], last[2], last[3])
                 else:
                     children = []
                     at = None
                 if not rule.plain:
-                    children = rule.children(children)
+                    pick = rule.pick
+                    if pick is None:
+                        children = rule.children(children)
+                    elif len(pick) == 2:
+                        children = [children[pick[0]], children[pick[1]]]
+                    else:
+                        children = [children[pick[0]], children[pick[1]], children[pick[2]]]
                 kind = rule.kind
                 if kind == _SPLICE:
                     result: Any = children
@@ -363,18 +566,57 @@ class _Tables:
                     result = children[0]
                 else:
                     span = (
-                        Span(file, 1, 1, 1, 1)
+                        _Span(file, 1, 1, 1, 1)
                         if at is None
-                        else Span(file, at[0], at[1], at[2], at[3])
+                        else _Span(file, at[0], at[1], at[2], at[3])
                     )
                     result = rule.build(builder, span, children)  # type: ignore[misc]
-                state = rule.next[states[-1]]
-                states.append(state)
-                values.append(result)
-                positions.append(at)
+                if n == 1:
+                    state = rule.next[states[-2]]
+                    states[-1] = state
+                    values[-1] = result
+                else:
+                    state = rule.next[states[-1]]
+                    states.append(state)
+                    values.append(result)
+                    positions.append(at)
                 if state == end_state and type_ == "$END":
                     return result
                 row = actions[state]
+
+
+def _choice_rules(rules: Any) -> frozenset[str]:
+    """The inlined rules that only choose one symbol (`_declaration: settings_decl | ...`,
+    `!_compare_op: "==" | ...`): Lark splices their one child into the parent, so the parser
+    passes the child on as it is instead of making a list of it to splice (issue 13)."""
+    by_origin: dict[str, list[Any]] = {}
+    for rule in rules:
+        by_origin.setdefault(str(rule.origin.name), []).append(rule)
+    return frozenset(
+        name
+        for name, expansions in by_origin.items()
+        if name.startswith("_")
+        and not name.startswith("__")  # `__x_star_0`: the lists of `x*`, which do splice
+        and all(
+            len(r.expansion) == 1
+            and not r.options.empty_indices
+            and (
+                r.options.keep_all_tokens
+                or not (r.expansion[0].is_term and r.expansion[0].filter_out)
+            )
+            for r in expansions
+        )
+    )
+
+
+def _cover(spans: list[_Pos]) -> _Pos:
+    """The position from the first to the last placed value of `spans` (an empty `[x]` or
+    spliced list has none), None when none is placed: Lark's `propagate_positions`."""
+    placed = [p for p in spans if p is not None]
+    if not placed:
+        return None
+    first, last = placed[0], placed[-1]
+    return (first[0], first[1], last[2], last[3])
 
 
 def _lexer(lexer: Any) -> _Lexer:
@@ -403,7 +645,18 @@ def _lexer(lexer: Any) -> _Lexer:
         if blank != "(?:[ \t\f\r\n])+":  # pragma: no cover - a new WS would need a look
             raise AssertionError(f"unexpected WS terminal {blank!r}")
         regex = re.compile(f"{blank[:-1]}*(?:{regex.pattern})", regex.flags)
-    return regex, keywords, lexer.ignore_types, lexer.newline_types
+    # Every group is a terminal's (`match.lastindex` names the terminal that matched).
+    if regex.groups != len(regex.groupindex):  # pragma: no cover - Lark names every group
+        raise AssertionError("a terminal of the grammar has a capturing group")
+    terminals: list[_Terminal] = [("", None, False, False)] * (regex.groups + 1)
+    for name, group in regex.groupindex.items():
+        terminals[group] = (
+            name,
+            keywords.get(name),
+            name in lexer.newline_types,
+            name in lexer.ignore_types,
+        )
+    return regex, tuple(terminals)
 
 
 @functools.cache
@@ -492,17 +745,21 @@ class _Builder:
     def __init__(self, collector: _Collector) -> None:
         self.c = collector
         self.comments: list[_Tok] = []
+        # The plain literal segments of this text's patterns, by their text: a policy's routes
+        # repeat their prefixes (`api`, `v1`, a resource's name), and a segment is a frozen
+        # value without a position, so each is checked and made once per parse.
+        self.literal_segments: dict[str, ast.PatternSegment] = {}
 
     def _tok(self, token: _Tok) -> Span:
-        return Span(self.c.file, token[0], token[1], token[2], token[3])
+        return _Span(self.c.file, token[0], token[1], token[2], token[3])
 
     def _name(self, token: _Tok) -> ast.Name:
-        return ast.Name(token[4], self._tok(token))
+        return _new_name(token[4], self._tok(token))
 
     # values
 
     def _string(self, token: _Tok) -> ast.StringValue:
-        return ast.StringValue(self._unescape(token), self._tok(token))
+        return _new_string_value(self._unescape(token), self._tok(token))
 
     def _unescape(self, token: _Tok) -> str:
         raw = token[4][1:-1]
@@ -538,27 +795,27 @@ class _Builder:
     @_node
     def string(self, span: Span, children: list[_Tok]) -> ast.StringValue:
         # The node is its one token, so `span` is the token's own.
-        return ast.StringValue(self._unescape(children[0]), span)
+        return _new_string_value(self._unescape(children[0]), span)
 
     @_node
     def number(self, span: Span, children: list[_Tok]) -> ast.NumberValue:
         text = children[0][4]
         value: int | float = float(text) if "." in text else int(text)
-        return ast.NumberValue(value, text, span)
+        return _new_number_value(value, text, span)
 
     @_node
     def duration(self, span: Span, children: list[_Tok]) -> ast.DurationValue:
         text = children[0][4]
         milliseconds = parse_duration(text)
         assert milliseconds is not None  # the DURATION terminal guarantees the shape
-        return ast.DurationValue(milliseconds, text, span)
+        return _new_duration_value(milliseconds, text, span)
 
     @_node
     def size(self, span: Span, children: list[_Tok]) -> ast.SizeValue:
         text = children[0][4]
         size = parse_size(text)
         assert size is not None  # the SIZE terminal guarantees the shape
-        return ast.SizeValue(size, text, span)
+        return _new_size_value(size, text, span)
 
     @_node
     def bad_duration(self, span: Span, children: list[_Tok]) -> ast.DurationValue:
@@ -570,41 +827,41 @@ class _Builder:
                 f"invalid size `{text}`",
                 help="a size is a whole number and KB, MB or GB (powers of 1024): `64MB`",
             )
-            return ast.DurationValue(0, text, span)
+            return _new_duration_value(0, text, span)
         self.c.problem(
             span,
             "PA006",
             f"invalid duration `{text}`",
             help="a duration is a whole number and one unit of ms, s, m, h or d: `30s`, `5m`",
         )
-        return ast.DurationValue(0, text, span)
+        return _new_duration_value(0, text, span)
 
     @_node
     def true(self, span: Span, children: list[_Tok]) -> ast.BoolValue:
-        return ast.BoolValue(True, span)
+        return _new_bool_value(True, span)
 
     @_node
     def false(self, span: Span, children: list[_Tok]) -> ast.BoolValue:
-        return ast.BoolValue(False, span)
+        return _new_bool_value(False, span)
 
     @_node
     def env(self, span: Span, children: list[_Tok | None]) -> ast.EnvValue:
         name_token, default_token = children
         assert name_token is not None
         default = self._string(default_token) if default_token is not None else None
-        return ast.EnvValue(self._string(name_token), default, span)
+        return _new_env_value(self._string(name_token), default, span)
 
     @_node
     def jsonpath(self, span: Span, children: list[_Tok]) -> ast.JsonPathValue:
-        return ast.JsonPathValue(children[0][4], span)
+        return _new_json_path_value(children[0][4], span)
 
     @_node
     def value_list(self, span: Span, children: list[ast.Value | None]) -> ast.ListValue:
-        return ast.ListValue(tuple(c for c in children if c is not None), span)
+        return _new_list_value(tuple([c for c in children if c is not None]), span)
 
     @_node
     def map(self, span: Span, children: list[tuple[ast.StringValue, ast.Value] | None]) -> Any:
-        return ast.MapValue(tuple(c for c in children if c is not None), span)
+        return _new_map_value(tuple([c for c in children if c is not None]), span)
 
     @_node
     def map_item(self, span: Span, children: list[Any]) -> tuple[ast.StringValue, ast.Value]:
@@ -614,29 +871,29 @@ class _Builder:
 
     @_node
     def setting(self, span: Span, children: list[Any]) -> ast.Setting:
-        return ast.Setting(self._name(children[0]), children[1], span)
+        return _new_setting(self._name(children[0]), children[1], span)
 
     @_node
     def success_decl(self, span: Span, children: list[Any]) -> ast.SuccessDecl:
-        return ast.SuccessDecl(children[0], span)
+        return _new_success_decl(children[0], span)
 
     @_node
     def settings_decl(self, span: Span, children: list[ast.Setting]) -> ast.SettingsDecl:
-        return ast.SettingsDecl(tuple(children), span)
+        return _new_settings_decl(tuple(children), span)
 
     @_node
     def provider_decl(self, span: Span, children: list[Any]) -> ast.ProviderDecl:
         entries: list[ast.ProviderEntry] = []
         for entry in children[1:]:
             if isinstance(entry, ast.Setting) and isinstance(entry.value, ast.JsonPathValue):
-                entries.append(ast.ClaimDecl(entry.key, entry.value, entry.span))
+                entries.append(_new_claim_decl(entry.key, entry.value, entry.span))
             else:
                 entries.append(entry)
-        return ast.ProviderDecl(self._name(children[0]), tuple(entries), span)
+        return _new_provider_decl(self._name(children[0]), tuple(entries), span)
 
     @_node
     def tokens_decl(self, span: Span, children: list[Any]) -> ast.TokensDecl:
-        return ast.TokensDecl(self._name(children[0]), tuple(children[1:]), span)
+        return _new_tokens_decl(self._name(children[0]), tuple(children[1:]), span)
 
     @_node
     def any_method(self, span: Span, children: list[_Tok]) -> tuple[ast.Name, ...]:
@@ -644,7 +901,7 @@ class _Builder:
 
     @_node
     def method_list(self, span: Span, children: list[_Tok]) -> tuple[ast.Name, ...]:
-        names = tuple(self._name(t) for t in children)
+        names = tuple([self._name(t) for t in children])
         for name in names:
             if name.text in METHODS:
                 continue
@@ -667,7 +924,7 @@ class _Builder:
     @_node
     def route_decl(self, span: Span, children: list[Any]) -> ast.RouteDecl:
         methods, path_token, body = children
-        return ast.RouteDecl(methods, self._pattern(path_token), body, span)
+        return _new_route_decl(methods, self._pattern(path_token), body, span)
 
     def _pattern(self, token: _Tok) -> ast.PathPattern:
         text = token[4]
@@ -676,18 +933,23 @@ class _Builder:
         parts = [] if text == "/" else text[1:].split("/")
         params: set[str] = set()
         column = span.column + 1
-        plain = _PLAIN_SEGMENT.fullmatch
-        literal = ast.Segment.LITERAL
+        known = self.literal_segments
         for index, part in enumerate(parts):
-            if plain(part):
-                segments.append(ast.PatternSegment(literal, part))
+            segment = known.get(part)
+            if segment is not None:
+                segments.append(segment)
+                column += len(part) + 1
+                continue
+            if _PLAIN_SEGMENT.fullmatch(part):
+                segment = known[part] = _new_pattern_segment(ast.Segment.LITERAL, part)
+                segments.append(segment)
                 column += len(part) + 1
                 continue
             segment = self._segment(part, index == len(parts) - 1, span, params, column)
             column += len(part) + 1
             if segment is not None:
                 segments.append(segment)
-        return ast.PathPattern(text, tuple(segments), span)
+        return _new_path_pattern(text, tuple(segments), span)
 
     def _segment(
         self, part: str, last: bool, span: Span, params: set[str], column: int
@@ -701,15 +963,15 @@ class _Builder:
         if part == "**":
             if not last:
                 bad("`**` must be the last segment of a pattern", "use `*` for one segment")
-            return ast.PatternSegment(ast.Segment.REST, "")
+            return _new_pattern_segment(ast.Segment.REST, "")
         if part == "*":
-            return ast.PatternSegment(ast.Segment.STAR, "")
+            return _new_pattern_segment(ast.Segment.STAR, "")
         if part.startswith("{") and part.endswith("}") and _PARAM_NAME.fullmatch(part[1:-1]):
             name = part[1:-1]
             if name in params:
                 bad(f"parameter `{{{name}}}` appears twice", "give each parameter its own name")
             params.add(name)
-            return ast.PatternSegment(ast.Segment.PARAM, name)
+            return _new_pattern_segment(ast.Segment.PARAM, name)
         if part == "":
             bad(
                 "empty segment in the pattern",
@@ -752,27 +1014,32 @@ class _Builder:
                 "patterns match decoded paths; write the character itself, not an escape",
             )
             return None
-        return ast.PatternSegment(ast.Segment.LITERAL, part)
+        return _new_pattern_segment(ast.Segment.LITERAL, part)
 
     @_node
     def public(self, span: Span, children: list[Any]) -> ast.Public:
-        return ast.Public(span)
+        return _new_public(span)
 
     @_node
     def auth(self, span: Span, children: list[Any]) -> ast.Auth:
-        names = tuple(self._name(c) for c in children if isinstance(c, tuple))
-        rules = tuple(c for c in children if isinstance(c, ast.Rule))
-        return ast.Auth(names, rules, span)
+        names: list[ast.Name] = []
+        rules: list[ast.Rule] = []
+        for child in children:  # one pass, no generators: an `auth` per protected route
+            if isinstance(child, tuple):
+                names.append(self._name(child))
+            elif isinstance(child, ast.Rule):
+                rules.append(child)
+        return _new_auth(tuple(names), tuple(rules), span)
 
     @_node
     def allow_rule(self, span: Span, children: list[Any]) -> ast.Rule:
         label, condition = children
-        return ast.Rule(ast.RuleKind.ALLOW, condition, span, self._label(label))
+        return _new_rule(ast.RuleKind.ALLOW, condition, span, self._label(label))
 
     @_node
     def deny_rule(self, span: Span, children: list[Any]) -> ast.Rule:
         label, condition = children
-        return ast.Rule(ast.RuleKind.DENY, condition, span, self._label(label))
+        return _new_rule(ast.RuleKind.DENY, condition, span, self._label(label))
 
     def _label(self, token: _Tok | None) -> ast.StringValue | None:
         return None if token is None else self._string(token)
@@ -781,73 +1048,73 @@ class _Builder:
 
     @_node
     def or_expr(self, span: Span, children: list[ast.Expr]) -> ast.Expr:
-        return ast.Logical(ast.BoolOp.OR, tuple(children), span)
+        return _new_logical(ast.BoolOp.OR, tuple(children), span)
 
     @_node
     def and_expr(self, span: Span, children: list[ast.Expr]) -> ast.Expr:
-        return ast.Logical(ast.BoolOp.AND, tuple(children), span)
+        return _new_logical(ast.BoolOp.AND, tuple(children), span)
 
     @_node
     def not_expr(self, span: Span, children: list[ast.Expr]) -> ast.Not:
-        return ast.Not(children[0], span)
+        return _new_not(children[0], span)
 
     @_node
     def truth(self, span: Span, children: list[ast.Operand]) -> ast.Truth:
-        return ast.Truth(_operand(children[0]), span)
+        return _new_truth(_operand(children[0]), span)
 
     @_node
     def has(self, span: Span, children: list[ast.Operand]) -> ast.Has:
-        return ast.Has(_operand(children[0]), span)
+        return _new_has(_operand(children[0]), span)
 
     @_node
     def compare(self, span: Span, children: list[Any]) -> ast.Compare:
         left, op, right = children
-        return ast.Compare(_COMPARE_OPS[op[4]], _operand(left), _operand(right), span)
+        return _new_compare(_COMPARE_OPS[op[4]], _operand(left), _operand(right), span)
 
     @_node
     def not_in(self, span: Span, children: list[Any]) -> ast.Compare:
-        left, right = (_operand(c) for c in children)
-        return ast.Compare(ast.CompareOp.NOT_IN, left, right, span)
+        left, right = [_operand(c) for c in children]
+        return _new_compare(ast.CompareOp.NOT_IN, left, right, span)
 
     @_node
     def matches(self, span: Span, children: list[Any]) -> ast.Matches:
         subject, token = children
         pattern = token[4][1:-1].replace("\\/", "/")
-        return ast.Matches(_operand(subject), pattern, span, self._tok(token))
+        return _new_matches(_operand(subject), pattern, span, self._tok(token))
 
     @_node
     def literal_list(self, span: Span, children: list[Any]) -> ast.ListLiteral:
-        items = tuple(_operand(c) for c in children if c is not None)
-        return ast.ListLiteral(tuple(i for i in items if isinstance(i, ast.Literal)), span)
+        items = [_operand(c) for c in children if c is not None]
+        return _new_list_literal(tuple([i for i in items if isinstance(i, ast.Literal)]), span)
 
     @_node
     def claim(self, span: Span, children: list[_Tok]) -> ast.ClaimRef:
-        return ast.ClaimRef(children[0][4], span)
+        return _new_claim_ref(children[0][4], span)
 
     @_node
     def provider_ref(self, span: Span, children: list[_Tok]) -> ast.BuiltinRef:
-        return ast.BuiltinRef(ast.Builtin.PROVIDER, span)
+        return _new_builtin_ref(ast.Builtin.PROVIDER, span)
 
     @_node
     def method_ref(self, span: Span, children: list[_Tok]) -> ast.BuiltinRef:
-        return ast.BuiltinRef(ast.Builtin.METHOD, span)
+        return _new_builtin_ref(ast.Builtin.METHOD, span)
 
     @_node
     def path_ref(self, span: Span, children: list[_Tok]) -> ast.BuiltinRef:
-        return ast.BuiltinRef(ast.Builtin.PATH, span)
+        return _new_builtin_ref(ast.Builtin.PATH, span)
 
     @_node
     def param_ref(self, span: Span, children: list[_Tok]) -> ast.ParamRef:
-        return ast.ParamRef(children[0][4].removeprefix("param."), span)
+        return _new_param_ref(children[0][4].removeprefix("param."), span)
 
     @_node
     def jsonpath_ref(self, span: Span, children: list[_Tok]) -> ast.JsonPathRef:
-        return ast.JsonPathRef(children[0][4], span)
+        return _new_json_path_ref(children[0][4], span)
 
     @_node
     def start(self, span: Span, children: list[ast.Declaration]) -> ast.Policy:
-        comments = (ast.Comment(c[4], self._tok(c)) for c in self.comments)
-        return ast.Policy(self.c.file, tuple(children), tuple(comments))
+        comments = [_new_comment(c[4], self._tok(c)) for c in self.comments]
+        return _new_policy(self.c.file, tuple(children), tuple(comments))
 
 
 _LITERAL_VALUES = (ast.StringValue, ast.NumberValue, ast.BoolValue)
@@ -857,7 +1124,7 @@ def _operand(node: Any) -> ast.Operand:
     """Operands as expression nodes: the `string`/`number`/`true`/`false` builders, shared with
     block values, give value nodes, which become `Literal`s here."""
     if isinstance(node, _LITERAL_VALUES):
-        return ast.Literal(node.value, node.span)
+        return _new_literal(node.value, node.span)
     return node  # type: ignore[no-any-return]
 
 

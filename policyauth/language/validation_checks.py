@@ -9,7 +9,7 @@ warnings PA208 and PA209 are lint rules below. production.md section 1 is the co
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Protocol
 
 import attrs
@@ -299,20 +299,20 @@ def _urls(checker: _Checker, value: ast.Value, key: str) -> tuple[str, ...]:
     return tuple(urls)
 
 
-def check_route_issuers(
-    checker: _Checker, body: ast.Auth, providers: Mapping[str, ProviderSpec]
-) -> None:
-    """PA134: a JWT goes to the jwt provider whose issuer is its `iss`; two such providers on
-    one route with a shared issuer could not be told apart."""
+def route_issuer_clashes(
+    names: Iterable[str], providers: Mapping[str, ProviderSpec]
+) -> Iterator[tuple[str, str, str]]:
+    """PA134 (code, message, help) for a route that accepts `names`: a JWT goes to the jwt
+    provider whose issuer is its `iss`; two such providers on one route with a shared issuer
+    could not be told apart."""
     owners: dict[str, str] = {}
-    for name in dict.fromkeys(n.text for n in body.authenticators):
+    for name in dict.fromkeys(names):
         spec = providers.get(name)
         if spec is None or spec.validate != "jwt":
             continue
         for issuer in spec.issuers:
             if issuer in owners and owners[issuer] != name:
-                checker.report(
-                    body.span,
+                yield (
                     "PA134",
                     f"jwt providers `{owners[issuer]}` and `{name}` on this route share the "
                     f"issuer `{issuer[:80]}`",

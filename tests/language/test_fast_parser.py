@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
+from typing import Any
 
+import attrs
 import pytest
 
 from policyauth.diagnostics import PolicyError, Span
@@ -185,3 +187,49 @@ def test_a_syntax_error_after_deep_nesting_is_reported_rather_than_pa009() -> No
     [diagnostic] = caught.value.diagnostics
     assert (diagnostic.code, diagnostic.line, diagnostic.column) == ("PA002", 1, 1239)
     assert diagnostic.message.startswith("unexpected `}`; expected one of `provider`, `route`")
+
+
+def _nodes(value: object) -> list[Any]:
+    """Every attrs instance in a parsed tree (nodes, spans, pattern segments)."""
+    found: list[Any] = []
+    stack: list[Any] = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, tuple | list):
+            stack.extend(item)
+        elif attrs.has(type(item)):
+            found.append(item)
+            stack.extend(getattr(item, f.name) for f in attrs.fields(type(item)))
+    return found
+
+
+def test_nodes_built_without_attrs_init_are_what_attrs_init_builds() -> None:
+    """The parser sets the slots of its nodes and spans directly (`_trusted`); each must be
+    the instance the class's own `__init__` makes from the same fields: equal with its span,
+    same hash and repr, and still frozen."""
+    policy = parse(
+        'settings {\n  realm = "r"\n  timeout = 3s\n  cache_size = 64MB\n}\n'
+        'provider corp {\n  userinfo = env("U", "https://sso.example.com/u")\n'
+        '  groups = $.roles[*]\n  success = $.ok == true\n  headers = {"A": "b"}\n'
+        '  scopes = ["a", 1]\n}\n'
+        'tokens t {\n  store = "t.tokens"\n}\n'
+        "route GET, PUT /a/{id}/*/** {  # c\n  auth corp, t\n"
+        '  deny "d" if not (has email or "x" in groups) and param.id matches /[a-z]+/\n'
+        '  allow if provider == "corp" and method != "PUT" and path startswith "/a"\n'
+        "  allow if [1, 2.5, false] == groups\n}\n"
+        "route * /b {\n  public\n}\n",
+        "t.policy",
+    )
+    nodes = _nodes(policy)
+    kinds = {type(n) for n in nodes}
+    assert {Span, ast.Name, ast.Compare, ast.Matches, ast.Has, ast.EnvValue, ast.MapValue} <= kinds
+    for node in nodes:
+        rebuilt = attrs.evolve(node)  # through the class's own __init__
+        assert type(rebuilt) is type(node)
+        assert rebuilt == node
+        assert attrs.asdict(rebuilt, recurse=False) == attrs.asdict(node, recurse=False)
+        assert hash(rebuilt) == hash(node)
+        assert repr(rebuilt) == repr(node)
+        field = attrs.fields(type(node))[0].name
+        with pytest.raises(attrs.exceptions.FrozenInstanceError):
+            setattr(node, field, None)

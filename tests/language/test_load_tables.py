@@ -7,11 +7,13 @@ from __future__ import annotations
 from pathlib import Path
 from types import MappingProxyType
 
+import attrs
 import pytest
 
 import policyauth
 from policyauth.language import checker
 from policyauth.language.checker import check
+from policyauth.language.model import Settings
 from policyauth.language.parser import parse
 from policyauth.language.presets import PRESETS
 
@@ -147,3 +149,55 @@ def test_token_store_paths_follow_each_loads_base_dir(tmp_path: Path) -> None:
     assert store({"STORE": "other.tokens"}, one) == str(one / "other.tokens")
     assert store({"STORE": "/etc/pa/api.tokens"}, one) == "/etc/pa/api.tokens"
     assert store({"STORE": "./x//api.tokens"}, None) == "x/api.tokens"
+
+
+def test_routes_sharing_an_auth_list_each_get_its_provider_findings() -> None:
+    """PA118 is worked out once per `auth` list in a load; every route with that list still
+    gets it at its own line, and a route with another list gets only its own findings."""
+    providers = "".join(
+        f'provider {name} {{\n  userinfo = "https://sso.example.com/{name}"\n'
+        "  username = $.sub\n}\n"
+        for name in ("a", "b", "c")
+    )
+    routes = (
+        "route GET /one {\n  auth a, b\n  allow\n}\n"  # lines 13-16
+        "route GET /two {\n  auth a, b\n  allow\n}\n"  # lines 17-20
+        "route GET /three {\n  auth c\n  allow\n}\n"
+        "route GET /four {\n  auth b, c\n  allow\n}\n"  # lines 25-28
+    )
+    with pytest.raises(policyauth.PolicyError) as info:
+        policyauth.loads(providers + routes, "p.policy", env={})
+    assert [(d.code, d.line, d.column, d.message) for d in info.value.diagnostics] == [
+        (
+            "PA118",
+            14,
+            3,
+            "providers `a` and `b` on this route cannot be told apart by token prefix",
+        ),
+        (
+            "PA118",
+            18,
+            3,
+            "providers `a` and `b` on this route cannot be told apart by token prefix",
+        ),
+        (
+            "PA118",
+            26,
+            3,
+            "providers `b` and `c` on this route cannot be told apart by token prefix",
+        ),
+    ]
+
+
+def test_default_settings_are_shared_frozen_values_no_load_changes() -> None:
+    """The defaults a `settings` block falls back to are made once per process: a load that
+    sets values gets its own, and later loads still see the defaults."""
+    plain = policyauth.loads(ROUTE, env={})
+    assert plain.settings == Settings()
+    custom = policyauth.loads('settings {\n  timeout = 5s\n  realm = "r"\n}\n' + ROUTE, env={})
+    assert (custom.settings.timeout_ms, custom.settings.realm) == (5000, "r")
+    again = policyauth.loads(ROUTE, env={})
+    assert again.settings == Settings()
+    assert (again.settings.timeout_ms, again.settings.realm) == (3000, "policyauth")
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        again.settings.outbound.insecure_http = True  # type: ignore[misc]
