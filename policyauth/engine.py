@@ -27,6 +27,7 @@ from policyauth.request import Rejection, normalize_headers
 
 log = logging.getLogger("policyauth.engine")
 _logging_decisions = DECISIONS.isEnabledFor  # the one switch: `policyauth.decisions` at INFO
+_INFO = logging.INFO
 _LOCATED_SIZE = 4096  # recent (method, target) pairs whose canonical form and route are kept
 
 
@@ -116,8 +117,13 @@ class Engine:
         no coroutine to create; else None, and `authorize` decides. For integrations, where
         that coroutine is a good part of the cost of a remembered decision."""
         state = self._state
-        decision = state.remembered(method, target, headers)[1]
-        if decision is not None and _logging_decisions(logging.INFO):
+        if type(target) is not str:  # a Rejection: decided by `authorize`
+            return None
+        if state.decisions is not None:  # the decision log wants the time: the usual way
+            decision = state.remembered(method, target, headers)[1]
+        else:  # the same, without the clock, straight from `Recall.find`
+            decision = state.recall.find(method, target, headers)[1]
+        if decision is not None and _logging_decisions(_INFO):
             log_line(method, target, state.locate(method, target), decision)
         return decision
 

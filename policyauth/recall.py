@@ -15,8 +15,11 @@ It keeps every rule of the full path:
 - An answer that depends on an identity is given only while the identity cache still holds
   that very identity (or that very "invalid" answer) under the token's key: the cache's TTL,
   the token's own expiry and the negative TTL apply unchanged, and a replaced, evicted or
-  expired entry sends the request down the full path. Entries refer to identities and their
-  decisions weakly, so this table never keeps an evicted identity alive: its memory stays in
+  expired entry sends the request down the full path. An entry holds the identity cache's own
+  entry for the token (`IdentityCache.held`), which the cache empties when it lets go of it,
+  so checking it costs no lookup; a hit marks it used in the cache, as a full path would.
+  Decisions are held weakly (they live in the identity's memo), and an emptied cache entry
+  holds no identity, so this table never keeps an evicted identity alive: its memory stays in
   the identity cache's byte bound. API tokens (the `tokens` stores) are never remembered
   here: their store is asked on every request, so a revocation takes effect as before.
 - Only the `Authorization` value is in the key, so a request is looked up only when nothing
@@ -26,7 +29,8 @@ It keeps every rule of the full path:
   underscore alias) and hold at most one `Authorization` (`is_authorization`). Other lists,
   and headers in a shape this table does not read, take the full path.
 - Bounded: at most SIZE entries (the oldest out first), each a key of at most a few hundred
-  bytes, the cache key and two weak references, or a small Decision without a principal (its
+  bytes, the cache key, a weak reference and the cache's (emptied or live) entry, or a small
+  Decision without a principal (its
   message quotes at most 64 characters of input, its challenges are the realm's); and at most
   SHAPES judged lists of names of at most 2 KiB each: a few MB at most, outside `cache_size`.
   A reload starts a new table (it belongs to the engine's generation, `engine._State`).
@@ -45,6 +49,8 @@ from time import perf_counter
 from typing import Any
 
 from policyauth.decision import Decision
+from policyauth.identity.cache import Entry as Held
+from policyauth.identity.cache import Touch
 from policyauth.identity.source import Identity, IdentityResult
 from policyauth.observe.metrics import METRICS, PENDING, Labels, labels
 from policyauth.request import header_problem, is_authorization, normalize_headers
@@ -59,18 +65,20 @@ _NAME = itemgetter(0)
 _UNJUDGED = (-1, -1)
 
 # What the identity source offers for this (RemoteIdentitySource): the identity cache's key
-# for an authenticator and credential, and the cache's current answer under a key.
+# for an authenticator and credential, the cache's live entry under a key with the call that
+# marks it used, and the clock its entries expire on.
 CacheKey = Callable[[str, Any], "bytes | None"]
-Cached = Callable[[bytes], "IdentityResult | None"]
+HeldBy = Callable[[bytes], "tuple[Held, Touch] | None"]
+Clock = Callable[[], float]
 # `Recall.find`'s answer: the key (None: not rememberable), the remembered decision (None:
 # none) and the cached identity result it rests on (None: it needs none).
 Found = tuple["Hashable | None", "Decision | None", "IdentityResult | None"]
 _NOT_KEYED: Found = (None, None, None)
-# An entry: (a call that gives the decision, the identity cache key it rests on or None, a
-# weak reference to the cached identity result or None, the labels a hit is counted under in
-# the metrics). The call is a weak reference for a decision held in the identity's memo, else
+# An entry: (a call that gives the decision, the identity cache's entry it rests on or None,
+# its key, the call that marks it used, the labels a hit is counted under in the metrics).
+# The call is a weak reference for a decision held in the identity's memo, else
 # `repeat(decision).__next__` (a strong one).
-Entry = tuple[Callable[[], "Decision | None"], "bytes | None", Any, Labels]
+Entry = tuple[Callable[[], "Decision | None"], "Held | None", bytes, "Touch | None", Labels]
 
 
 class Recall:
@@ -79,9 +87,10 @@ class Recall:
     __slots__ = (
         "_bytes_mac",
         "_cache_key",
-        "_cached",
+        "_clock",
         "_entries",
         "_events",
+        "_held",
         "_lock",
         "_overflow",
         "_shapes",
@@ -99,7 +108,8 @@ class Recall:
         # Joined header names: (how many names, index of the Authorization header or -1).
         self._shapes: dict[bytes | str, tuple[int, int]] = {}
         self._cache_key: CacheKey | None = getattr(identities, "cache_key", None)
-        self._cached: Cached | None = getattr(identities, "cached", None)
+        self._held: HeldBy | None = getattr(identities, "held", None)
+        self._clock: Clock | None = getattr(identities, "cache_clock", None)
         self._lock = threading.Lock()
         # The metrics' queue, where a remembered decision is counted as the full path would
         # count it (None without prometheus_client), and what to call when it is too long.
@@ -121,13 +131,20 @@ class Recall:
                 return _NOT_KEYED
         digest = None
         if headers:
-            # The names joined in C, not in a Python loop; mixed bytes and text, or pairs
-            # that are not pairs, raise and take the full path.
+            # The names joined in C, not in a Python loop: ASGI's bytes first, else text;
+            # mixed bytes and text, or pairs that are not pairs, raise and take the full path.
+            # Bytes and text values have MACs under different keys (b"\xe9" and "\xe9" differ).
+            text = False
             try:
-                # ASGI's bytes, or text: the first name tells (a mix raises TypeError).
-                separator = b"\0" if type(headers[0][0]) is bytes else "\0"
-                names: bytes | str = separator.join(map(_NAME, headers))
-            except (TypeError, IndexError, KeyError):
+                names: bytes | str = b"\0".join(map(_NAME, headers))
+                mac = self._bytes_mac
+            except TypeError:
+                try:
+                    names = "\0".join(map(_NAME, headers))
+                except (TypeError, IndexError, KeyError):
+                    return _NOT_KEYED
+                text, mac = True, self._text_mac
+            except (IndexError, KeyError):
                 return _NOT_KEYED
             shape = self._shapes.get(names)
             if shape is None:
@@ -138,12 +155,10 @@ class Recall:
             if at >= 0:
                 try:  # bytes for bytes names, text (as UTF-8) for text names; else an error
                     value = headers[at][1]
-                    if type(names) is bytes:
-                        mac = self._bytes_mac.copy()
-                        mac.update(value)
-                    else:
-                        mac = self._text_mac.copy()
-                        mac.update(value.encode("utf-8", "surrogatepass"))
+                    if text:
+                        value = value.encode("utf-8", "surrogatepass")
+                    mac = mac.copy()
+                    mac.update(value)
                 except (TypeError, AttributeError, IndexError, KeyError):
                     return _NOT_KEYED
                 digest = mac.digest()
@@ -159,15 +174,19 @@ class Recall:
             return key, None, None
         # The entry's decision while what it rests on still holds (counted in the metrics as
         # the full path would count it); else it is forgotten.
-        fetch, cache_key, weak_result, counted = entry
+        fetch, held, cache_key, touch, counted = entry
         decision = fetch()
         result = None
-        if cache_key is not None:
-            result = weak_result()
-            # Gone from the identity cache (evicted, replaced, expired), or from the
-            # identity's memo: forget it here too. `_cached` is set: entries with a cache key
-            # need it.
-            if decision is None or result is None or self._cached(cache_key) is not result:  # type: ignore[misc]
+        if held is not None:
+            # Let go of by the identity cache (evicted, replaced: see its Entry), expired, or
+            # gone from the identity's memo: forget it here too. Entries with a cache entry
+            # have a clock and a touch.
+            result = held[1]
+            try:
+                if decision is None or result is None or self._clock() >= held[0]:  # type: ignore[misc]
+                    raise KeyError(cache_key)
+                touch(cache_key)  # type: ignore[misc]  # KeyError: gone meanwhile
+            except KeyError:
                 self._entries.pop(key, None)
                 return key, None, None
         events = self._events
@@ -216,12 +235,15 @@ class Recall:
         (nothing is remembered otherwise: a store's answer, or one the cache did not keep)."""
         if authenticator is None:
             counted = labels(decision.status, decision.reason, None)
-            self._put(key, (itertools.repeat(decision).__next__, None, None, counted))
+            self._put(key, (itertools.repeat(decision).__next__, None, b"", None, counted))
             return
-        if self._cache_key is None or self._cached is None or result is None:
+        if self._cache_key is None or self._held is None or result is None:
             return
         cache_key = self._cache_key(authenticator, credential)
-        if cache_key is None or self._cached(cache_key) is not result:
+        if cache_key is None:
+            return
+        held = self._held(cache_key)
+        if held is None or held[0][1] is not result:
             return
         fetch: Callable[[], Decision | None]
         if decision.principal is None:  # small, and often made afresh by each full path
@@ -231,7 +253,7 @@ class Recall:
         # Counted as the full path counts it: the decision, and the identity cache lookup.
         lookup = "hit" if type(result) is Identity else "negative"
         counted = labels(decision.status, decision.reason, lookup)
-        self._put(key, (fetch, cache_key, weakref.ref(result), counted))
+        self._put(key, (fetch, held[0], cache_key, held[1], counted))
 
     def _put(self, key: Hashable, entry: Entry) -> None:
         with self._lock:

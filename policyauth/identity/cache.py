@@ -38,6 +38,14 @@ MEMO_ENTRY_BYTES = 400  # one remembered decision: its key, the Decision, the di
 ENTRY_BYTES = 300  # the cache's own slot: the 32-byte key, the tuple, the OrderedDict node
 DEFAULT_MAX_NEGATIVE = 2_000  # invalid tokens: enough for clients retrying a bad token
 
+# One cached answer: [expires (the cache's clock), the result, the bytes it is charged]. A list,
+# not a tuple, so that the cache can let go of it where others still hold it: when an entry
+# leaves the cache (evicted, replaced, expired, forgotten), its result is set to None, and a
+# holder (the engine's remembered decisions, policyauth/recall.py) sees that without a lookup.
+Entry = list[Any]
+# The call that marks a key as just used (its OrderedDict's `move_to_end`).
+Touch = Callable[[bytes], None]
+
 
 class IdentityCache:
     def __init__(
@@ -60,8 +68,8 @@ class IdentityCache:
         self._clock = clock
         self._max_bytes = max_bytes
         self._bytes = 0  # what the identities in `_entries` are charged, together
-        self._entries: OrderedDict[bytes, tuple[float, IdentityResult, int]] = OrderedDict()
-        self._negative: OrderedDict[bytes, tuple[float, IdentityResult, int]] = OrderedDict()
+        self._entries: OrderedDict[bytes, Entry] = OrderedDict()
+        self._negative: OrderedDict[bytes, Entry] = OrderedDict()
         self._lock = threading.Lock()
 
     def key(self, authenticator: str, token: str) -> bytes:
@@ -89,7 +97,23 @@ class IdentityCache:
             entries.move_to_end(key)
         except KeyError:
             return None
-        return result
+        return result  # type: ignore[no-any-return]  # None: let go of meanwhile (see Entry)
+
+    def held(self, key: bytes) -> tuple[Entry, Touch] | None:
+        """The live entry under `key` and the call that marks it used, for a caller that
+        checks one entry on every request (remembered decisions): while `entry[1]` is not None
+        and `clock() < entry[0]`, the entry is still the cache's answer for `key`. None when
+        nothing is cached under `key`."""
+        for entries in (self._entries, self._negative):
+            entry = entries.get(key)
+            if entry is not None:
+                return entry, entries.move_to_end
+        return None
+
+    @property
+    def clock(self) -> Callable[[], float]:
+        """The clock the entries' expiry is read on (monotonic, unless a test sets one)."""
+        return self._clock
 
     def put(self, key: bytes, result: IdentityResult) -> None:
         """Remember `result` for as long as its kind allows (never an Unavailable)."""
@@ -109,7 +133,7 @@ class IdentityCache:
         with self._lock:
             self._drop(other, key)  # a key lives in one of the two, with its latest answer
             self._drop(entries, key)
-            entries[key] = (self._clock() + ttl, result, charge)
+            entries[key] = [self._clock() + ttl, result, charge]
             if entries is self._entries:
                 self._bytes += charge
             while len(entries) > bound or (
@@ -118,13 +142,14 @@ class IdentityCache:
                 oldest = next(iter(entries))
                 self._drop(entries, oldest)
 
-    def _drop(
-        self, entries: OrderedDict[bytes, tuple[float, IdentityResult, int]], key: bytes
-    ) -> None:
-        """Forget `key` in `entries`, and its charge; nothing when another thread was first."""
+    def _drop(self, entries: OrderedDict[bytes, Entry], key: bytes) -> None:
+        """Forget `key` in `entries`, and its charge; nothing when another thread was first.
+        The entry lets go of its result, for whoever still holds the entry (see Entry)."""
         entry = entries.pop(key, None)
-        if entry is not None and entries is self._entries:
-            self._bytes -= entry[2]
+        if entry is not None:
+            entry[1] = None
+            if entries is self._entries:
+                self._bytes -= entry[2]
 
     @property
     def charged_bytes(self) -> int:

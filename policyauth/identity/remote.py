@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from policyauth.compiler import Policy, ProviderPlan
-from policyauth.identity.cache import DEFAULT_MAX_BYTES, IdentityCache
+from policyauth.identity.cache import DEFAULT_MAX_BYTES, Entry, IdentityCache, Touch
 from policyauth.identity.flood import CallRation
 from policyauth.identity.introspection import call_sync, introspect, introspect_sync
 from policyauth.identity.jwt import JwtVerifier, Verified
@@ -167,12 +167,16 @@ class RemoteIdentitySource:
             return None
         return self._cache.key(self._tags[authenticator], token)
 
+    def held(self, key: bytes) -> tuple[Entry, Touch] | None:
+        """The identity cache's live entry under a key, and the call that marks it used
+        (`IdentityCache.held`): a remembered decision checks that entry itself on every
+        request (a source keeps its cache for life; a reload makes a successor)."""
+        return self._cache.held(key)
+
     @property
-    def cached(self) -> Callable[[bytes], IdentityResult | None]:
-        """What the identity cache holds under a key now (None: nothing, or expired): the
-        cache's own `get` (a source keeps its cache for life; a reload makes a successor), so
-        that checking a remembered decision costs one call."""
-        return self._cache.get
+    def cache_clock(self) -> Callable[[], float]:
+        """The clock the identity cache's entries expire on."""
+        return self._cache.clock
 
     async def identify(self, authenticator: str, credential: Credential) -> IdentityResult:
         at_hand = self._now(authenticator, credential)

@@ -297,6 +297,32 @@ def test_an_expired_identity_is_asked_again(world: World) -> None:
     assert world.calls == 2
 
 
+def test_an_identity_the_cache_lets_go_of_is_not_answered_from_memory(world: World) -> None:
+    cache = world.engine._state.identities._cache  # type: ignore[attr-defined]
+    cache._max_entries = 1  # room for one identity: the next one evicts it
+    assert _admin(world).status == 200
+    (held,) = cache._entries.values()  # the cache's entry, which ann's remembered decision holds
+    assert _admin(world, "bob").status == 403  # bob is suspended; his identity evicts ann's
+    assert held[1] is None  # let go of: nothing of ann's identity is kept alive by the memory
+    world.users.pop("t-ann")  # so the next request must ask the provider
+    gone = _admin(world)
+    assert (gone.status, gone.reason) == (401, Reason.INVALID_TOKEN)
+    assert world.calls == 3
+
+
+def test_an_identity_answered_from_memory_stays_recent_in_the_cache(world: World) -> None:
+    cache = world.engine._state.identities._cache  # type: ignore[attr-defined]
+    cache._max_entries = 2
+    assert (_admin(world).status, _admin(world, "bob").status) == (200, 403)
+    assert _admin(world).status == 200  # answered from memory: ann is now the most recent
+    assert world.calls == 2
+    assert _admin(world, "cat").status == 403  # evicts the least recent: bob, not ann
+    assert _admin(world).status == 200
+    assert world.calls == 3
+    assert _admin(world, "bob").status == 403
+    assert world.calls == 4
+
+
 def test_an_invalid_token_is_remembered_for_the_negative_ttl_only(world: World) -> None:
     assert _admin(world, "eve").status == 401
     world.users["t-eve"] = {"preferred_username": "eve", "groups": ["admins"]}
