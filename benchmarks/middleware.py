@@ -812,8 +812,9 @@ def instructions() -> list[str]:
     callgrind: two runs of different lengths, the difference divided by the extra requests.
 
     Throughput on a shared VM drifts by tens of percent between runs; instruction counts do
-    not: with the hash seed fixed, bare and Starlette's auth repeat exactly, policyauth within
-    a few percent (its MAC keys are random, its metrics thread runs on a timer). In a uvicorn
+    not by much: with the hash seed fixed, each variant repeats within a few percent (2.5% for
+    Starlette's auth, 6% for policyauth, whose MAC keys are random and whose metrics thread runs
+    on a timer, over four runs). In a uvicorn
     server, counted the same way, the auth variants add what they add here. Cache misses are
     not counted: callgrind's cache simulation showed them alike for the auth variants."""
     valgrind = ensure_tool("valgrind")
