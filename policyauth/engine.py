@@ -27,7 +27,7 @@ from policyauth.request import Rejection, normalize_headers
 
 log = logging.getLogger("policyauth.engine")
 _logging_decisions = DECISIONS.isEnabledFor  # the one switch: `policyauth.decisions` at INFO
-_INFO = logging.INFO
+_INFO = logging.INFO  # the level every decision line is logged at, read once
 _LOCATED_SIZE = 4096  # recent (method, target) pairs whose canonical form and route are kept
 
 
@@ -142,7 +142,7 @@ class Engine:
                 if isinstance(step, Pending)
                 else step
             )
-        if _logging_decisions(logging.INFO):
+        if _logging_decisions(_INFO):
             log_line(method, target, state.locate(method, target), decision)
         return decision
 
@@ -159,7 +159,7 @@ class Engine:
                 if isinstance(step, Pending)
                 else step
             )
-        if _logging_decisions(logging.INFO):
+        if _logging_decisions(_INFO):
             log_line(method, target, state.locate(method, target), decision)
         return decision
 
