@@ -35,12 +35,12 @@ from policyauth.diagnostics import PolicyError
 from policyauth.engine import Engine
 from policyauth.middleware import (
     PolicyAuth,
-    PolicyUser,
     build_engine,
     denial_body,
     denial_headers,
     log,
     log_decision,
+    user_of,
 )
 from policyauth.request import Rejection
 from policyauth.request.mounts import routed_target
@@ -103,7 +103,7 @@ class PolicyAuthMiddleware:
             log_decision(decision, method)
             await _deny(scope, receive, send, decision)
             return
-        scope["user"] = PolicyUser(decision.principal)
+        scope["user"] = decision.memo or user_of(decision)  # made once per decision
         scope["auth"] = PolicyAuth(decision)
         scope["policyauth.decision"] = decision
         await self.app(scope, receive, send)
@@ -116,13 +116,13 @@ def request_target(scope: Scope) -> str | Rejection:
     Servers give `raw_path` as bytes exactly as received; without it (some servers omit it) the
     decoded `path` is re-encoded, which is what the application will route on anyway.
     """
-    decoded = scope.get("path", "/")
+    decoded = scope["path"]  # required by ASGI (a KeyError is a failure: 500)
     raw = scope.get("raw_path")
     path = raw.decode("latin-1") if raw else quote(decoded, safe="/:@!$&'()*+,;=~")
-    root = scope.get("root_path", "")
-    if root or path != decoded or "%" in path or not path.isascii():
+    root = scope.get("root_path")
+    if path != decoded or root or "%" in path or not path.isascii():
         # Anything but the common case (no mount, nothing to decode, the raw path is `path`).
-        routed = route_path(decoded, root)
+        routed = route_path(decoded, root or "")
         mount = decoded[: len(decoded) - len(routed)]
         found = routed_target(path, _utf8(routed), _utf8(mount), whole=False)
         if isinstance(found, Rejection):

@@ -72,6 +72,12 @@ class Decision:
     steps: tuple[tuple[str, str, Span, Outcome, str], ...] = attrs.field(default=(), repr=False)
     route_text: str | None = None  # `GET /a/{id}`, for logs and `explain`
     rule_label: str | None = None  # the deciding rule's label (`allow "readers" if ...`), if any
+    # What the ASGI and WSGI middleware hand the application as the caller (a read-only
+    # PolicyUser, policyauth/middleware.py's `user_of`), made once per decision: a remembered
+    # decision answers request after request, and building it anew cost each of them more than
+    # a tenth of the middleware. Not part of the value (no argument, no equality, no repr); it
+    # never refers back to the decision, so no cycle keeps an evicted decision alive.
+    memo: object = attrs.field(default=None, init=False, eq=False, repr=False)
 
     @property
     def allowed(self) -> bool:

@@ -54,20 +54,27 @@ def build_engine(
 
 
 class PolicyUser:
-    """The caller, as `request.user` (Starlette's BaseUser interface, without importing it)."""
+    """The caller, as `request.user` (Starlette's BaseUser interface, without importing it).
 
-    __slots__ = ("principal",)  # one is made per request: slots make that cheaper
+    Read-only: the middleware hands every request a decision answers the same one
+    (`user_of`)."""
+
+    __slots__ = ("_principal",)
 
     def __init__(self, principal: Principal | None) -> None:
-        self.principal = principal
+        self._principal = principal
+
+    @property
+    def principal(self) -> Principal | None:
+        return self._principal
 
     @property
     def is_authenticated(self) -> bool:
-        return self.principal is not None
+        return self._principal is not None
 
     @property
     def display_name(self) -> str:
-        return self.principal.username if self.principal else ""
+        return self._principal.username if self._principal else ""
 
     @property
     def identity(self) -> str:
@@ -79,18 +86,28 @@ class PolicyUser:
 
     @property
     def groups(self) -> tuple[str, ...]:
-        return self.principal.groups if self.principal else ()
+        return self._principal.groups if self._principal else ()
 
     @property
     def provider(self) -> str | None:
-        return self.principal.provider if self.principal else None
+        return self._principal.provider if self._principal else None
 
     @property
     def claims(self) -> Mapping[str, Any]:
-        return self.principal.claims if self.principal else {}
+        return self._principal.claims if self._principal else {}
 
     def __repr__(self) -> str:
-        return f"PolicyUser({self.display_name!r})" if self.principal else "PolicyUser(anonymous)"
+        return f"PolicyUser({self.display_name!r})" if self._principal else "PolicyUser(anonymous)"
+
+
+def user_of(decision: Decision) -> PolicyUser:
+    """The PolicyUser for `decision`'s requests, made on its first and kept on the decision
+    (`Decision.memo`): a remembered decision then costs its requests no new object."""
+    user = decision.memo
+    if type(user) is not PolicyUser:
+        user = PolicyUser(decision.principal)
+        object.__setattr__(decision, "memo", user)  # a memo, not part of the frozen value
+    return user
 
 
 class PolicyAuth:

@@ -25,12 +25,12 @@ from policyauth.compiler import Policy
 from policyauth.engine import Engine
 from policyauth.middleware import (
     PolicyAuth,
-    PolicyUser,
     build_engine,
     denial_body,
     denial_headers,
     log,
     log_decision,
+    user_of,
 )
 from policyauth.request import DECIDING_HEADERS, Rejection
 from policyauth.request.mounts import routed_target
@@ -48,6 +48,8 @@ _STATUS_LINES = {
 }
 _SAFE = "/:@!$&'()*+,;=~"
 _DECIDING = tuple(("HTTP_" + name.upper().replace("-", "_"), name) for name in DECIDING_HEADERS)
+_AUTHORIZATION = _DECIDING[0][0]  # DECIDING_HEADERS puts `authorization` first
+_OVERRIDES = frozenset(key for key, _ in _DECIDING[1:])
 
 
 class PolicyAuthMiddleware:
@@ -71,8 +73,10 @@ class PolicyAuthMiddleware:
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         method = environ.get("REQUEST_METHOD", "GET")
         try:
-            decision = self.engine.authorize_sync(
-                method, request_target(environ), request_headers(environ)
+            target, headers = request_target(environ), request_headers(environ)
+            engine = self.engine
+            decision = engine.remembered(method, target, headers) or engine.authorize_sync(
+                method, target, headers
             )
         except Exception:
             log.exception("policyauth failed to decide %s %s", method, environ.get("PATH_INFO"))
@@ -82,14 +86,14 @@ class PolicyAuthMiddleware:
                 [("Content-Type", "application/json"), ("Content-Length", str(len(body)))],
             )
             return [] if method == "HEAD" else [body]
-        if not decision.allowed:
+        if decision.status != 200:  # not `allowed`: a property is a call on every request
             log_decision(decision, method)
             status = _STATUS_LINES.get(decision.status, f"{decision.status} Denied")
             start_response(status, denial_headers(decision))
             # A response to HEAD has no body, and WSGI servers (waitress) send what they are
             # given: a body here would be read by the client as the next response.
             return [] if method == "HEAD" else [denial_body(decision)]
-        environ["policyauth.user"] = PolicyUser(decision.principal)
+        environ["policyauth.user"] = decision.memo or user_of(decision)  # once per decision
         environ["policyauth.auth"] = PolicyAuth(decision)
         environ["policyauth.decision"] = decision
         if decision.principal is not None:
@@ -100,7 +104,9 @@ class PolicyAuthMiddleware:
 def request_target(environ: Environ) -> str | Rejection:
     """The raw request target of `PATH_INFO`, the path the application routes on; a Rejection
     when the raw path is neither `PATH_INFO` nor `SCRIPT_NAME + PATH_INFO` (see the module)."""
-    raw = str(environ.get("RAW_URI") or environ.get("REQUEST_URI") or "")
+    raw = environ.get("RAW_URI") or environ.get("REQUEST_URI") or ""
+    if type(raw) is not str:  # PEP 3333 says text; a server that breaks it is not trusted more
+        raw = str(raw)
     if raw:
         path, _, query = raw.partition("?")
         if "%" in path or path != environ.get("PATH_INFO"):
@@ -130,4 +136,7 @@ def request_headers(environ: Environ) -> list[tuple[str, str]]:
     """The headers a decision reads (`DECIDING_HEADERS`), back from the environ (`HTTP_X_Y` is
     header `x-y`): rebuilding every header from the environ, a Python loop over all its keys,
     was the dearest step of a remembered decision."""
+    if environ.keys().isdisjoint(_OVERRIDES):  # the usual request: no override (C, no loop)
+        value = environ.get(_AUTHORIZATION)
+        return [] if value is None else [("authorization", value)]
     return [(name, environ[key]) for key, name in _DECIDING if key in environ]
