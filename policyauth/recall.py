@@ -131,25 +131,24 @@ class Recall:
                 return _NOT_KEYED
         digest = None
         if headers:
-            # The names joined in C, not in a Python loop: ASGI's bytes first, else text;
-            # mixed bytes and text, or pairs that are not pairs, raise and take the full path.
-            # Bytes and text values have MACs under different keys (b"\xe9" and "\xe9" differ).
-            text = False
+            # The names joined in C, not in a Python loop: ASGI's bytes, or text (WSGI's, as
+            # the first name tells: a join that raises costs more than the test); mixed bytes
+            # and text, or pairs that are not pairs, raise and take the full path. Bytes and
+            # text values have MACs under different keys (b"\xe9" and "\xe9" differ).
             try:
-                names: bytes | str = b"\0".join(map(_NAME, headers))
-                mac = self._bytes_mac
-            except TypeError:
-                try:
-                    names = "\0".join(map(_NAME, headers))
-                except (TypeError, IndexError, KeyError):
-                    return _NOT_KEYED
-                text, mac = True, self._text_mac
-            except (IndexError, KeyError):
+                text = type(headers[0][0]) is not bytes
+                if text:
+                    names: bytes | str = "\0".join(map(_NAME, headers))
+                    mac = self._text_mac
+                else:
+                    names = b"\0".join(map(_NAME, headers))
+                    mac = self._bytes_mac
+            except (TypeError, IndexError, KeyError):
                 return _NOT_KEYED
-            shape = self._shapes.get(names)
-            if shape is None:
-                shape = self._judge(names)
-            count, at = shape
+            try:  # subscripts, not `get`: a method call costs a hit more than a miss's raise
+                count, at = self._shapes[names]
+            except KeyError:
+                count, at = self._judge(names)
             if count != len(headers):  # the count tells a name holding a NUL from two names
                 return _NOT_KEYED
             if at >= 0:
@@ -169,12 +168,12 @@ class Recall:
             key = self._long_key(method, target, digest)
             if key is None:
                 return _NOT_KEYED
-        entry = self._entries.get(key)
-        if entry is None:
+        try:
+            fetch, held, cache_key, touch, counted = self._entries[key]
+        except KeyError:
             return key, None, None
         # The entry's decision while what it rests on still holds (counted in the metrics as
         # the full path would count it); else it is forgotten.
-        fetch, held, cache_key, touch, counted = entry
         decision = fetch()
         result = None
         if held is not None:
