@@ -672,6 +672,31 @@ def asgi_scope(variant: str) -> dict[str, Any]:
     }
 
 
+def wsgi_environ() -> dict[str, Any]:
+    """The benchmark's request as gunicorn hands it over: a new environ for each request."""
+    return {
+        "REQUEST_METHOD": "GET",
+        "SCRIPT_NAME": "",
+        "PATH_INFO": "/hello",
+        "QUERY_STRING": "",
+        "RAW_URI": "/hello",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "SERVER_NAME": HOST,
+        "SERVER_PORT": "8000",
+        "REMOTE_ADDR": HOST,
+        "REMOTE_PORT": "50000",
+        "HTTP_HOST": f"{HOST}:8000",
+        "HTTP_AUTHORIZATION": "Bearer " + TOKEN,
+        "wsgi.url_scheme": "http",
+        "wsgi.input": io.BytesIO(),
+        "wsgi.errors": sys.stderr,
+        "wsgi.version": (1, 0),
+        "wsgi.multithread": False,
+        "wsgi.multiprocess": False,
+        "wsgi.run_once": False,
+    }
+
+
 def in_process() -> list[str]:
     """Each variant's whole application called in process, its request built afresh each time
     (the ASGI scope with new header bytes; the WSGI environ of gunicorn), variants in turn for
@@ -688,29 +713,6 @@ def in_process() -> list[str]:
         os.environ["PA_BENCH_VARIANT"] = variant
         wsgi[variant] = create_wsgi_app()
     os.environ.pop("PA_BENCH_VARIANT", None)
-
-    def environ() -> dict[str, Any]:
-        return {
-            "REQUEST_METHOD": "GET",
-            "SCRIPT_NAME": "",
-            "PATH_INFO": "/hello",
-            "QUERY_STRING": "",
-            "RAW_URI": "/hello",
-            "SERVER_PROTOCOL": "HTTP/1.1",
-            "SERVER_NAME": HOST,
-            "SERVER_PORT": "8000",
-            "REMOTE_ADDR": HOST,
-            "REMOTE_PORT": "50000",
-            "HTTP_HOST": f"{HOST}:8000",
-            "HTTP_AUTHORIZATION": "Bearer " + TOKEN,
-            "wsgi.url_scheme": "http",
-            "wsgi.input": io.BytesIO(),
-            "wsgi.errors": sys.stderr,
-            "wsgi.version": (1, 0),
-            "wsgi.multithread": False,
-            "wsgi.multiprocess": False,
-            "wsgi.run_once": False,
-        }
 
     statuses: list[int | str] = []
 
@@ -735,7 +737,7 @@ def in_process() -> list[str]:
         app = wsgi[variant]
         start = time.perf_counter()
         for _ in range(count):
-            b"".join(app(environ(), start_response))
+            b"".join(app(wsgi_environ(), start_response))
         return (time.perf_counter() - start) / count
 
     async def measure() -> dict[tuple[str, str], float]:
@@ -773,18 +775,26 @@ def in_process() -> list[str]:
     ]
 
 
-# Instructions per request: the variants whose difference the goals are about.
-COUNTED_VARIANTS = ("bare", "starlette-auth", "policyauth-cache", "policyauth-fixed")
+# Instructions per request: the variants whose difference the goals are about, by family.
+COUNTED_VARIANTS = {
+    "asgi": ("bare", "starlette-auth", "policyauth-cache", "policyauth-fixed"),
+    "wsgi": ("bare", "handwritten", "policyauth-cache"),
+}
+_BASELINES = {"asgi": "starlette-auth", "wsgi": "handwritten"}  # what a user writes by hand
+_FAMILIES = {"asgi": "Starlette", "wsgi": "Flask"}
 COUNTS = (1_000, 6_000)  # requests per counted run: the difference is the cost of 5,000
 
 
-def drive(variant: str, count: int) -> None:
+def drive(variant: str, count: int, family: str = "asgi") -> None:
     """Serve `count` requests of `variant` in process, after a warm-up (the identity cache
-    filled): what `instructions` counts under callgrind. Each request is one coroutine run to
-    its end (the applications never wait on anything here); any answer but 200 is an error."""
+    filled): what `instructions` counts under callgrind. Each ASGI request is one coroutine run
+    to its end (the applications never wait on anything here); any answer but 200 is an error."""
     import asyncio
 
     os.environ["PA_BENCH_VARIANT"] = variant
+    if family == "wsgi":
+        _drive_wsgi(variant, count)
+        return
     app = create_app()
     statuses: list[int] = []
 
@@ -807,8 +817,21 @@ def drive(variant: str, count: int) -> None:
         raise RuntimeError(f"{variant} answered {sorted(set(statuses))}")
 
 
+def _drive_wsgi(variant: str, count: int) -> None:
+    app = create_wsgi_app()
+    statuses: list[str] = []
+
+    def start_response(status: str, headers: Any, exc_info: Any = None) -> None:
+        statuses.append(status)
+
+    for _ in range(count + 3):
+        b"".join(app(wsgi_environ(), start_response))
+    if set(statuses) != {"200 OK"}:
+        raise RuntimeError(f"{variant} answered {sorted(set(statuses))}")
+
+
 def instructions() -> list[str]:
-    """Instructions per request of each ASGI variant in process, counted by valgrind's
+    """Instructions per request of each variant in process (ASGI and WSGI), counted by valgrind's
     callgrind: two runs of different lengths, the difference divided by the extra requests.
 
     Throughput on a shared VM drifts by tens of percent between runs; instruction counts do
@@ -818,48 +841,54 @@ def instructions() -> list[str]:
     server, counted the same way, the auth variants add what they add here. Cache misses are
     not counted: callgrind's cache simulation showed them alike for the auth variants."""
     valgrind = ensure_tool("valgrind")
-    counted: dict[str, float] = {}
-    for variant in COUNTED_VARIANTS:
-        totals = []
-        for count in COUNTS:
-            code = f"from benchmarks.middleware import drive; drive({variant!r}, {count})"
-            command = [valgrind, "--tool=callgrind", "--callgrind-out-file=/dev/null"]
-            done = subprocess.run(
-                [*command, sys.executable, "-c", code],
-                cwd=ROOT,
-                env={**os.environ, "PYTHONHASHSEED": "0"},
-                capture_output=True,
-                text=True,
-                check=False,
-            )
-            found = re.search(r"Collected : (\d+)", done.stderr)
-            if done.returncode != 0 or found is None:
-                raise RuntimeError(f"callgrind of {variant} failed:\n{done.stderr[-2000:]}")
-            totals.append(int(found.group(1)))
-        counted[variant] = (totals[1] - totals[0]) / (COUNTS[1] - COUNTS[0])
-    bare = counted["bare"]
-    rows = [
-        [
-            f"Starlette: {LABELS[variant]}",
-            f"{counted[variant]:,.0f}",
-            f"{counted[variant] - bare:+,.0f}",
-            f"{(counted[variant] - bare) / (counted['starlette-auth'] - bare):.2f}",
+    rows = []
+    for family, variants in COUNTED_VARIANTS.items():
+        counted = {variant: _count(valgrind, family, variant) for variant in variants}
+        bare, by_hand = counted["bare"], counted[_BASELINES[family]]
+        rows.append([f"{_FAMILIES[family]}: bare app", f"{bare:,.0f}", "", ""])
+        rows += [
+            [
+                f"{_FAMILIES[family]}: {LABELS[variant]}",
+                f"{counted[variant]:,.0f}",
+                f"{counted[variant] - bare:+,.0f}",
+                f"{(counted[variant] - bare) / (by_hand - bare):.2f}",
+            ]
+            for variant in variants
+            if variant != "bare"
         ]
-        for variant in COUNTED_VARIANTS
-        if variant != "bare"
-    ]
-    rows.insert(0, ["Starlette: bare app", f"{bare:,.0f}", "", ""])
     return [
         "Each application called in process under callgrind (`PYTHONHASHSEED=0`): machine"
         f" instructions per request, from runs of {COUNTS[0]:,} and {COUNTS[1]:,} requests."
-        " `of Starlette's auth` divides what a variant adds by what Starlette's"
-        " AuthenticationMiddleware adds: below 1.00, the variant costs less than the auth a"
-        " user would write by hand.",
+        " `of the hand-written auth` divides what a variant adds by what the hand-written auth"
+        " adds (Starlette's AuthenticationMiddleware; for Flask, the WSGI middleware with a dict"
+        " lookup): below 1.00, the variant costs less than the auth a user would write by hand.",
         "",
         _common.markdown_table(
-            ["application", "instructions", "over bare", "of Starlette's auth"], rows
+            ["application", "instructions", "over bare", "of the hand-written auth"], rows
         ),
     ]
+
+
+def _count(valgrind: str, family: str, variant: str) -> float:
+    """Instructions per request of one variant: two counted runs, the difference divided by
+    the extra requests."""
+    totals = []
+    for count in COUNTS:
+        code = f"from benchmarks.middleware import drive; drive({variant!r}, {count}, {family!r})"
+        command = [valgrind, "--tool=callgrind", "--callgrind-out-file=/dev/null"]
+        done = subprocess.run(
+            [*command, sys.executable, "-c", code],
+            cwd=ROOT,
+            env={**os.environ, "PYTHONHASHSEED": "0"},
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        found = re.search(r"Collected : (\d+)", done.stderr)
+        if done.returncode != 0 or found is None:
+            raise RuntimeError(f"callgrind of {variant} failed:\n{done.stderr[-2000:]}")
+        totals.append(int(found.group(1)))
+    return (totals[1] - totals[0]) / (COUNTS[1] - COUNTS[0])
 
 
 def profile_policyauth(wrk: str, workdir: Path, seconds: int) -> list[str]:
