@@ -23,16 +23,17 @@ It keeps every rule of the full path:
   the identity cache's byte bound. API tokens (the `tokens` stores) are never remembered
   here: their store is asked on every request, so a revocation takes effect as before.
 - Only the `Authorization` value is in the key, so a request is looked up only when nothing
-  else in its headers can change its decision. That is judged once per list of header names
-  (the same few lists come again and again) by the full path's own functions: the names as
-  `normalize_headers` folds them must raise no `header_problem` (a method override, an
-  underscore alias) and hold at most one `Authorization` (`is_authorization`). Other lists,
-  and headers in a shape this table does not read, take the full path.
+  else in its headers can change its decision. That is judged once per header name (the
+  same few names come again and again; the full path's judgement is name by name) by the full
+  path's own functions: each name as `normalize_headers` folds it must raise no
+  `header_problem` (a method override, an underscore alias), and at most one may be an
+  `Authorization` (`is_authorization`). Other requests, and headers in a shape this table does
+  not read, take the full path.
 - Bounded: at most SIZE entries (the oldest out first), each a key of at most a few hundred
   bytes, the cache key, a weak reference and the cache's (emptied or live) entry, or a small
   Decision without a principal (its
   message quotes at most 64 characters of input, its challenges are the realm's); and at most
-  SHAPES judged lists of names of at most 2 KiB each: a few MB at most, outside `cache_size`.
+  NAMES judged names of at most 256 characters each: a few MB at most, outside `cache_size`.
   A reload starts a new table (it belongs to the engine's generation, `engine._State`).
 """
 
@@ -44,7 +45,6 @@ import secrets
 import threading
 import weakref
 from collections.abc import Callable, Hashable, Mapping
-from operator import itemgetter
 from time import perf_counter
 from typing import Any
 
@@ -56,13 +56,15 @@ from policyauth.observe.metrics import METRICS, PENDING, Labels, labels
 from policyauth.request import header_problem, is_authorization, normalize_headers
 
 SIZE = 4096  # remembered requests per engine generation
-SHAPES = 256  # judged lists of header names per engine generation
-_SHAPE_BYTES = 2048  # a longer list of names is not judged (nor its requests remembered)
+NAMES = 1024  # judged header names per engine generation
+_KEPT_NAME = 256  # a longer name is not judged (nor a request that carries it remembered)
+_JUDGED_AT_ONCE = 128  # names of one request judged at most (more: the full path reads them)
+# A name's verdict: read past, the one Authorization (at most one per request), or refused
+# (the full path must see it: a method override, an underscore alias). Ints are cached objects,
+# so `is` compares them.
+_PLAIN, _AUTHORIZATION, _REFUSED = 0, 1, 2
 _KEPT_TARGET = 256  # longer targets (and any with a query) go into the MAC
 _KEPT_METHOD = 32
-_NAME = itemgetter(0)
-# A list of names that no request may be looked up with: (count, index) never matches.
-_UNJUDGED = (-1, -1)
 
 # What the identity source offers for this (RemoteIdentitySource): the identity cache's key
 # for an authenticator and credential, the cache's live entry under a key with the call that
@@ -93,9 +95,9 @@ class Recall:
         "_held",
         "_lock",
         "_overflow",
-        "_shapes",
         "_target_mac",
         "_text_mac",
+        "_verdicts",
     )
 
     def __init__(self, identities: object) -> None:
@@ -105,8 +107,9 @@ class Recall:
         self._text_mac = _mac()
         self._target_mac = _mac()
         self._entries: dict[Hashable, Entry] = {}
-        # Joined header names: (how many names, index of the Authorization header or -1).
-        self._shapes: dict[bytes | str, tuple[int, int]] = {}
+        # Header names (bytes or text, as given) and their verdicts, judged by the full path's
+        # own functions.
+        self._verdicts: dict[bytes | str, int] = {}
         self._cache_key: CacheKey | None = getattr(identities, "cache_key", None)
         self._held: HeldBy | None = getattr(identities, "held", None)
         self._clock: Clock | None = getattr(identities, "cache_clock", None)
@@ -116,51 +119,46 @@ class Recall:
         self._events = METRICS.queue()
         self._overflow = METRICS.overflow
 
-    def find(self, method: str, target: str, headers: Any) -> Found:
+    def find(self, method: str, target: str, headers: Any, judge: bool = True) -> Found:
         """The request's key, and its remembered decision with the cached identity result it
         rests on (None: it needs none), while still valid.
 
         The key is what decides the request, with its `Authorization` value as a MAC; None
         when its headers are not judged (or come in a shape this table does not read): then
         the full path runs and nothing is remembered. Written for few bytecodes (the lookup
-        inlined, errors caught rather than types tested): it runs on every request."""
+        inlined, errors caught rather than types tested): it runs on every request. A name
+        not judged yet is judged, and the request looked up again (`judge=False`: once)."""
         started = perf_counter()
         if type(headers) is not list:  # ASGI's list first: ABC checks are slow
             headers = _pairs(headers)
             if headers is None:
                 return _NOT_KEYED
         digest = None
-        if headers:
-            # The names joined in C, not in a Python loop: ASGI's bytes, or text (WSGI's, as
-            # the first name tells: a join that raises costs more than the test); mixed bytes
-            # and text, or pairs that are not pairs, raise and take the full path. Bytes and
-            # text values have MACs under different keys (b"\xe9" and "\xe9" differ).
-            try:
-                text = type(headers[0][0]) is not bytes
-                if text:
-                    names: bytes | str = "\0".join(map(_NAME, headers))
-                    mac = self._text_mac
-                else:
-                    names = b"\0".join(map(_NAME, headers))
-                    mac = self._bytes_mac
-            except (TypeError, IndexError, KeyError):
+        value = None
+        verdicts = self._verdicts
+        try:  # a Python loop over the pairs beats joining the names in C (and its dict key)
+            for name, found in headers:
+                verdict = verdicts[name]  # KeyError: a name not judged yet
+                if verdict:  # the Authorization header, or a name the full path must see
+                    if verdict is not _AUTHORIZATION or value is not None:
+                        return _NOT_KEYED
+                    value = found
+        except KeyError:
+            return self._judged(method, target, headers) if judge else _NOT_KEYED
+        except (TypeError, ValueError):  # not pairs, or a name that is not hashable
+            return _NOT_KEYED
+        if value is not None:
+            # ASGI's bytes, or text as UTF-8, each under its own key (b"\xe9" and "\xe9"
+            # differ); any other value takes the full path.
+            if type(value) is bytes:
+                mac = self._bytes_mac.copy()
+            elif type(value) is str:
+                mac = self._text_mac.copy()
+                value = value.encode("utf-8", "surrogatepass")
+            else:
                 return _NOT_KEYED
-            try:  # subscripts, not `get`: a method call costs a hit more than a miss's raise
-                count, at = self._shapes[names]
-            except KeyError:
-                count, at = self._judge(names)
-            if count != len(headers):  # the count tells a name holding a NUL from two names
-                return _NOT_KEYED
-            if at >= 0:
-                try:  # bytes for bytes names, text (as UTF-8) for text names; else an error
-                    value = headers[at][1]
-                    if text:
-                        value = value.encode("utf-8", "surrogatepass")
-                    mac = mac.copy()
-                    mac.update(value)
-                except (TypeError, AttributeError, IndexError, KeyError):
-                    return _NOT_KEYED
-                digest = mac.digest()
+            mac.update(value)
+            digest = mac.digest()
         key: Hashable | None
         if len(target) <= _KEPT_TARGET and "?" not in target and len(method) <= _KEPT_METHOD:
             key = (method, target, digest)
@@ -205,21 +203,30 @@ class Recall:
         mac.update(target.encode("utf-8", "surrogatepass"))
         return method, mac.digest()
 
-    def _judge(self, names: bytes | str) -> tuple[int, int]:
-        """How many names the list holds and where its one `Authorization` is (-1: none), or
-        _UNJUDGED when its requests must take the full path; remembered (see the module)."""
-        shape = _UNJUDGED
-        if len(names) <= _SHAPE_BYTES:
-            split: list[Any] = names.split(b"\0" if isinstance(names, bytes) else "\0")  # type: ignore[arg-type]
-            normalized = normalize_headers([(name, name[:0]) for name in split])
-            found = [i for i, (name, _) in enumerate(normalized) if is_authorization(name)]
-            if header_problem(normalized) is None and len(found) <= 1:
-                shape = (len(split), found[0] if found else -1)
-            with self._lock:
-                if len(self._shapes) >= SHAPES:
-                    self._shapes.clear()
-                self._shapes[names] = shape
-        return shape
+    def _judged(self, method: str, target: str, headers: Any) -> Found:
+        """`find` again, once every name in `headers` has a verdict (judged by the full
+        path's own functions); `_NOT_KEYED` when some name gets none (too long, neither bytes
+        nor text) or the request has too many names: the full path reads them."""
+        if len(headers) > _JUDGED_AT_ONCE:
+            return _NOT_KEYED
+        judged: dict[bytes | str, int] = {}
+        for pair in headers:
+            name = pair[0]  # a pair: `find` read every one before the name it did not know
+            if type(name) not in (bytes, str) or len(name) > _KEPT_NAME:
+                return _NOT_KEYED
+            normalized = normalize_headers([(name, name[:0])])
+            judged[name] = (
+                _REFUSED
+                if header_problem(normalized) is not None
+                else _AUTHORIZATION
+                if is_authorization(normalized[0][0])
+                else _PLAIN
+            )
+        with self._lock:  # all of this request's names fit: at most NAMES, then a fresh table
+            if len(self._verdicts) + len(judged) > NAMES:
+                self._verdicts.clear()
+            self._verdicts.update(judged)
+        return self.find(method, target, headers, judge=False)
 
     def remember(
         self,

@@ -26,7 +26,7 @@ from policyauth import evaluator
 from policyauth.decision import Decision, Reason
 from policyauth.identity.remote import RemoteIdentitySource
 from policyauth.identity.tokens import create, revoke
-from policyauth.recall import SIZE
+from policyauth.recall import NAMES, SIZE
 from policyauth.request import Rejection
 
 HERE = Path(__file__).resolve().parent
@@ -410,8 +410,8 @@ def test_requests_with_an_override_or_underscore_header_are_not_remembered(world
 
 
 def test_a_name_holding_a_nul_is_not_read_as_two_names(world: World) -> None:
-    """Names are judged once per list, joined with NUL: a name that holds one must not borrow
-    the judgement (and the Authorization position) of the list it looks like once joined."""
+    """Names are judged one by one, as given: a name that holds a NUL is not the two names it
+    looks like once split (an earlier version judged lists of names joined with NUL)."""
     two = [("authorization", CREDENTIALS["ann"]), ("x", "1")]
     assert _admin(world).status == 200
     assert world.engine.authorize_sync("GET", "/admin/x", two).status == 200
@@ -419,6 +419,27 @@ def test_a_name_holding_a_nul_is_not_read_as_two_names(world: World) -> None:
     one = [("authorization\0x", CREDENTIALS["ann"])]
     refused = world.engine.authorize_sync("GET", "/admin/x", one)
     assert (refused.status, refused.reason) == (401, Reason.NO_CREDENTIALS)
+
+
+def test_header_names_are_judged_within_bounds(world: World) -> None:
+    """Each new name is judged once and kept, up to NAMES (then the table starts afresh); a
+    request with too many names, an overlong name or a pair that is not a pair is not looked
+    up, and the full path decides it as it always does."""
+    recall = world.engine._state.recall
+    ann = ("authorization", CREDENTIALS["ann"])
+    many = [*[(f"x-{i}", "1") for i in range(200)], ann]
+    overlong = [("x" * 300, "1"), ann]
+    for headers in (many, overlong, [("x-new", "1"), "junk"], [("x-new", "1"), ("x-new", 1, 2)]):
+        assert recall.find("GET", "/admin/x", headers) == (None, None, None), headers
+    for headers in (many, overlong):
+        world.both("GET", "/admin/x", headers, _sync(world))
+        assert world.engine.authorize_sync("GET", "/admin/x", headers).status == 200
+    for batch in range(12):
+        fresh = [*[(f"y-{batch}-{i}", "1") for i in range(100)], ann]
+        assert recall.find("GET", "/admin/x", fresh)[0] is not None
+        assert len(recall._verdicts) <= NAMES
+    assert world.engine.authorize_sync("GET", "/admin/x", [ann]).status == 200
+    assert recall.find("GET", "/admin/x", [ann])[1] is not None  # remembered after it all
 
 
 def test_a_value_as_text_and_as_bytes_never_share_a_key(world: World) -> None:
