@@ -70,7 +70,7 @@ from policyauth.asgi import PolicyAuthMiddleware, request_target
 from policyauth.compiler import Policy
 from policyauth.decision import Decision, Principal, Reason
 from policyauth.engine import Engine
-from policyauth.middleware import PolicyAuth, PolicyUser, build_engine, log_decision
+from policyauth.middleware import PolicyAuth, build_engine, log_decision, user_of
 from policyauth.starlette import denial_response
 
 __all__ = [
@@ -154,7 +154,7 @@ async def decision(conn: HTTPConnection) -> Decision:
         log_decision(made, method)
         raise PolicyDenied(made)
     scope[DECISION_KEY] = made
-    scope["user"] = PolicyUser(made.principal)
+    scope["user"] = user_of(made)  # one read-only user per decision
     scope["auth"] = PolicyAuth(made)
     return made
 

@@ -37,12 +37,12 @@ from flask import Flask, Response, current_app, g, request
 from policyauth.compiler import Policy
 from policyauth.engine import Engine
 from policyauth.middleware import (
-    PolicyUser,
     build_engine,
     denial_body,
     denial_headers,
     log,
     log_decision,
+    user_of,
 )
 from policyauth.wsgi import request_headers, request_target
 
@@ -116,7 +116,7 @@ def _authorize() -> Response | None:
             denial_body(decision), status=decision.status, headers=denial_headers(decision)
         )
     g.policyauth_decision = decision
-    g.policyauth_user = PolicyUser(decision.principal)
+    g.policyauth_user = user_of(decision)  # one read-only user per decision
     g.principal = decision.principal
     if decision.principal is not None:
         environ["REMOTE_USER"] = decision.principal.username
